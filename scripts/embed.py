@@ -1,0 +1,40 @@
+"""Embed every photo of a catalog into the cache (incremental, resumable): `python scripts/embed.py --catalog PATH`."""
+
+import argparse
+
+from setenc.cli import catalog_arg, run_main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--catalog", default=None, help="manifest (JSONL) or folder with catalog.jsonl; default: the demo catalog")
+    p.add_argument("--backbone", default="efficientnet-lite0", help="backbone name (see setenc.list_backbones())")
+    p.add_argument("--model", default=None, help="hub id / local folder for the clip and hf backbones")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--out", default=None, help="cache root (default: $SETENC_CACHE/embeddings)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decode worker processes (default: min(4, cores))")
+    p.add_argument("--float16", action="store_true", help="store vectors as float16 (new caches only)")
+    p.add_argument("--report", default=None, help="write a JSON report (counts, skipped photos and why) here")
+    args = p.parse_args()
+
+    from setenc.backbones import create_backbone
+    from setenc.embed import embed_catalog
+    from setenc.paths import cache_dir
+
+    catalog = catalog_arg(args.catalog)
+    kw = {"model": args.model} if args.model else {}
+    backbone = create_backbone(args.backbone, runtime=args.runtime, **kw)
+    report = embed_catalog(catalog, backbone, args.out or cache_dir("embeddings"), batch_size=args.batch_size,
+                           num_workers=args.workers, dtype="float16" if args.float16 else "float32")
+    print(f"{catalog.name}: {report.summary()}")
+    for path, reason in report.skipped[:20]:
+        print(f"  skipped: {reason}")
+    if len(report.skipped) > 20:
+        print(f"  ... and {len(report.skipped) - 20} more (see --report)")
+    if args.report:
+        report.write(args.report)
+
+
+if __name__ == "__main__":
+    run_main(main)

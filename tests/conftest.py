@@ -1,0 +1,80 @@
+"""Shared test fixtures: tiny photos, tiny catalogs, a fake backbone; everything on CPU and offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch.set_num_threads(1)
+
+
+def real_catalog(name: str) -> Path:
+    """Path of a real catalogue in ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA / name / "catalog.jsonl"
+    if not path.is_file():
+        pytest.skip(f"real catalogue {name!r} not found at {path.parent} (it ships with CI, not with the package)")
+    return path
+
+
+def write_photos(folder: Path, n: int, seed: int = 0, size: int = 24) -> list[Path]:
+    """n small random-colour JPEGs."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        arr = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+        p = folder / f"p{seed}_{i}.jpg"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture
+def tiny_catalog(tmp_path) -> Path:
+    """A manifest of 6 articles in 3 groups with 1–3 photos each."""
+    photos = write_photos(tmp_path / "img", 12)
+    lines, k = [], 0
+    for a in range(6):
+        n = 1 + a % 3
+        lines.append({"id": f"a{a}", "images": [str(p.relative_to(tmp_path)) for p in photos[k : k + n]],
+                      "group": f"g{a // 2}"})
+        k += n
+    path = tmp_path / "catalog.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+class FakeBackbone:
+    """A deterministic stand-in with the Backbone interface: mean colour -> fixed random projection."""
+
+    name = "fake"
+    id = "fake:v1"
+    dim = 8
+
+    def __init__(self):
+        from setenc.images import ImageTransform
+
+        self.transform = ImageTransform(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.proj = torch.randn(3, self.dim, generator=torch.Generator().manual_seed(0))
+        self.calls = 0
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += len(batch)
+        v = batch.mean(dim=(2, 3)) @ self.proj + 1e-3
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    def encode_images(self, images):
+        return self.encode(torch.stack([self.transform(im) for im in images]))
+
+
+@pytest.fixture
+def fake_backbone() -> FakeBackbone:
+    return FakeBackbone()

@@ -1,0 +1,93 @@
+"""Training pairs and padding: disjoint subsets, group partners, explicit pairs, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from setenc.catalog import Article, Catalog
+from setenc.data import PairDataset, augment, collate_pairs, pad_sets, split_photos
+
+
+def _catalog(groups, sizes, pairs=None):
+    arts = [Article(f"a{i}", tuple(f"/x/{i}_{k}.jpg" for k in range(n)), g) for i, (g, n) in enumerate(zip(groups, sizes))]
+    return Catalog(arts, root=None, pairs=pairs)
+
+
+def _sets(sizes, d=4):
+    # photo k of article i is the vector [i, k, 0, ...] so tests can tell where every row came from
+    return [np.array([[i, k] + [0] * (d - 2) for k in range(n)], np.float32) for i, n in enumerate(sizes)]
+
+
+def test_pad_sets_shapes_and_mask():
+    x, mask = pad_sets([np.ones((2, 3)), np.ones((4, 3))])
+    assert x.shape == (2, 4, 3) and mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert torch.all(x[0, 2:] == 0)
+    with pytest.raises(ValueError, match="set 1"):
+        pad_sets([np.ones((2, 3)), np.ones((0, 3))])
+
+
+def test_split_photos_disjoint_and_complete():
+    rng = np.random.default_rng(0)
+    s = _sets([6])[0]
+    for _ in range(20):
+        a, b = split_photos(s, rng)
+        ka, kb = set(a[:, 1]), set(b[:, 1])
+        assert ka and kb and not ka & kb and ka | kb == set(range(6))
+
+
+def test_augment_keeps_at_least_one_and_caps():
+    rng = np.random.default_rng(0)
+    s = _sets([10])[0]
+    for _ in range(50):
+        out = augment(s, rng, max_photos=4, dropout=0.9)
+        assert 1 <= len(out) <= 4 and len(set(out[:, 1])) == len(out)
+
+
+def test_group_pairs_come_from_the_group_and_labels_match():
+    cat = _catalog(["g0", "g0", "g1", "g1", None], [1, 1, 1, 1, 1])
+    ds = PairDataset(_sets([1] * 5), cat, mode="auto", dropout=0)
+    assert len(ds) == 4  # the single-photo article without a group has no positive
+    for k in range(len(ds)):
+        a, b, y = ds[k]
+        i, j = int(a[0, 0]), int(b[0, 0])
+        assert i != j and cat[i].group == cat[j].group and ds.labels[i] == y
+
+
+def test_subset_mode_pairs_are_disjoint_photos_of_one_article():
+    cat = _catalog([None, None], [5, 3])
+    ds = PairDataset(_sets([5, 3]), cat, mode="subsets", dropout=0)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for k in range(len(ds)):
+            a, b, _ = ds[k]
+            assert set(a[:, 0]) == set(b[:, 0]) and not set(a[:, 1]) & set(b[:, 1])
+
+
+def test_explicit_pairs():
+    cat = _catalog([None, None, None], [1, 1, 1], pairs=[("a0", "a2")])
+    ds = PairDataset(_sets([1, 1, 1]), cat, mode="pairs")
+    got = {(int(a[0, 0]), int(b[0, 0])) for a, b, _ in (ds[k] for k in range(len(ds)))}
+    assert got == {(0, 2), (2, 0)}
+
+
+def test_sampling_is_deterministic_and_changes_with_epoch():
+    cat = _catalog(["g"] * 4, [4, 4, 4, 4])
+    ds1, ds2 = PairDataset(_sets([4] * 4), cat, seed=3), PairDataset(_sets([4] * 4), cat, seed=3)
+    draw = lambda ds: [tuple(map(tuple, ds[k][0])) for k in range(len(ds))]  # noqa: E731
+    assert draw(ds1) == draw(ds2)
+    ds2.set_epoch(1)
+    assert draw(ds1) != draw(ds2)
+
+
+def test_no_positives_is_a_clear_error():
+    with pytest.raises(ValueError, match="no positive pairs"):
+        PairDataset(_sets([1, 1]), _catalog([None, None], [1, 1]))
+
+
+def test_collate_pairs():
+    cat = _catalog(["g", "g"], [3, 2])
+    ds = PairDataset(_sets([3, 2]), cat, dropout=0)
+    xa, ma, xb, mb, y = collate_pairs([ds[0], ds[1]])
+    assert xa.shape[0] == 2 and ma.dtype == torch.bool and y.tolist() == [ds.labels[0], ds.labels[1]]
