@@ -205,6 +205,12 @@ def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
     return path
 
 
+def catalog_key(catalog: Catalog) -> str:
+    """A short fingerprint of a catalog's article ids: tells whether a checkpoint was trained on this catalog."""
+    h = hashlib.sha1("\n".join(sorted(catalog.ids)).encode()).hexdigest()[:12]
+    return f"{catalog.name}:{h}"
+
+
 def _bucket(key: str, seed: int) -> float:
     """A stable pseudo-random number in [0, 1) from a string: splits depend on ids, never on the global RNG."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()

@@ -1,0 +1,58 @@
+"""Compare learned heads with the matching baselines on held-out articles: writes report.md, report.json, PNGs.
+
+`python scripts/evaluate.py --checkpoint checkpoints/RUN/best.pt --catalog PATH --out reports/NAME`
+Without --checkpoint: the parameter-free rows alone (mean, chamfer, recursive, linear, ordered).
+"""
+
+import argparse
+from pathlib import Path
+
+from setenc.cli import catalog_arg, run_main
+
+
+def main() -> None:
+    from setenc.evaluate import MATCHERS
+    from setenc.protocols import PROTOCOLS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", nargs="*", default=[], help="trained heads (best.pt or .ckpt), one row each")
+    p.add_argument("--catalog", default=None, help="manifest or folder; default: the demo catalog")
+    p.add_argument("--out", default="reports/eval", help="report folder")
+    p.add_argument("--backbone", default=None, help="backbone when no checkpoint names one (default efficientnet-lite0)")
+    p.add_argument("--model", default=None, help="hub id / local folder for the clip and hf backbones")
+    p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
+    p.add_argument("--split", default="auto", choices=["auto", "test", "all"],
+                   help="auto: the test split if a checkpoint was trained on this catalog, else every article")
+    p.add_argument("--matchers", nargs="*", default=list(MATCHERS), help=f"subset of {MATCHERS}")
+    p.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), help=f"subset of {PROTOCOLS}")
+    p.add_argument("--no-tune", action="store_true", help="do not tune s/m of recursive/linear on validation")
+    p.add_argument("--no-pictures", action="store_true")
+    args = p.parse_args()
+
+    from setenc.backbones import create_backbone
+    from setenc.errors import CheckpointError
+    from setenc.evaluate import evaluate_catalog
+    from setenc.model import SetEncoder
+    from setenc.paths import cache_dir
+
+    encoders = {}
+    for path in args.checkpoint:
+        enc = SetEncoder.from_pretrained(path)
+        name = enc.head.name if enc.head.name not in encoders else f"{enc.head.name} ({Path(path).parent.name})"
+        encoders[name] = enc
+    specs = {e.backbone_spec["id"] for e in encoders.values()}
+    if len(specs) > 1:
+        raise CheckpointError(f"the checkpoints were trained on different backbones {sorted(specs)}; evaluate them apart")
+    if encoders:
+        backbone = next(iter(encoders.values())).backbone
+    else:
+        kw = {"model": args.model} if args.model else {}
+        backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
+    report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
+                              args.matchers, args.protocols, args.split, not args.no_tune, args.out,
+                              not args.no_pictures)
+    print((Path(args.out) / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    run_main(main)
