@@ -142,7 +142,7 @@ def load_catalog(path: str | os.PathLike, check_files: bool = True, pairs: str |
     root = path.parent.resolve()
     articles: list[Article] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -197,11 +197,16 @@ def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
         for a in catalog.articles:
             f.write(json.dumps(a.to_json(root), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+    pairs_path = path.with_name("pairs.csv")
     if catalog.pairs:
-        with open(path.with_name("pairs.csv"), "w", newline="", encoding="utf-8") as f:
+        tmp = pairs_path.with_name("pairs.csv.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["a", "b"])
             w.writerows(catalog.pairs)
+        os.replace(tmp, pairs_path)
+    elif pairs_path.exists():
+        pairs_path.unlink()  # a stale pairs file would be read back as this catalog's pairs
     return path
 
 
@@ -228,6 +233,8 @@ def split_catalog(
     Splitting by group keeps every article of a group on one side, so no product leaks from training into
     evaluation. Articles without a group are split by their own id.
     """
+    if by not in ("group", "article"):
+        raise CatalogError(f"split_by must be 'group' or 'article', got {by!r}")
     if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
         raise CatalogError(f"split fractions must be non-negative and sum to 1, got {fractions}")
     edges = (fractions[0], fractions[0] + fractions[1])
