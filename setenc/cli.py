@@ -26,5 +26,7 @@ def catalog_arg(path: str | None, seed: int = 0) -> Catalog:
     if path is None:
         from .sources import make_demo_catalog
 
-        return load_catalog(make_demo_catalog(seed=seed))
+        catalog = load_catalog(make_demo_catalog(seed=seed))
+        catalog.name = "demo"
+        return catalog
     return load_catalog(path)

@@ -76,7 +76,10 @@ class SetModule(pl.LightningModule):
         self.log_dict({"val/recall@1": m["recall@1"], "val/map@r": m["map@r"]}, prog_bar=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = [{"params": list(self.head.parameters())},
+                  {"params": list(self.loss.parameters()), "weight_decay": 0.0}]  # never decay the temperature
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}
 
@@ -186,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     for split in ("val", "test"):
         for p in make_protocols(*data[split]) if data[split][0] else []:
             m = evaluate_vectors(enc, p)
-            result[f"{split}/{p.name}"] = {k: round(float(v), 4) for k, v in m.items()}
+            result[f"{split}/{p.name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
     encoder.metrics = {k: v for k, v in result.items() if "/" in k}
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))

@@ -1,0 +1,296 @@
+"""Set heads: a padded batch of photo vectors -> one L2-normalised vector per article, whatever the photo order.
+
+Every head maps `x: (B, N, D)` plus `mask: (B, N)` (True = real photo) to `(B, E)`. Padded slots are zeroed on
+entry and every pooling is masked, so padding never leaks into the result. A head is rebuilt from its plain
+`config` dict (`create_head(**head.config)`), which is what checkpoints store — never the module.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SetencError
+
+
+def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None) -> None:
+    """Fail early, with a message, on batches a head cannot pool (wrong shapes, an empty set)."""
+    if x.dim() != 3:
+        raise ValueError(f"photo vectors must have shape (B, N, D), got {tuple(x.shape)}")
+    if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(x.shape[:2])} (True = real photo), "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
+    if in_dim is not None and x.shape[-1] != in_dim:
+        raise ValueError(f"this head takes {in_dim}-d photo vectors but got {x.shape[-1]}-d ones: "
+                         "use a head trained on the same backbone")
+    empty = ~mask.any(dim=1)
+    if bool(empty.any()):
+        i = int(empty.nonzero()[0, 0])
+        raise SetencError(f"empty set at batch index {i}: every article needs at least one photo; "
+                          "drop the article or give it photos")
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over the real photos of each set: (B, N, D), (B, N) -> (B, D); padded slots count as zero."""
+    return x.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real photos of each set: (B, N, D), (B, N) -> (B, D)."""
+    return masked_sum(x, mask) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+
+
+def identity_init_(linear: nn.Linear) -> None:
+    """Start a linear map as the identity: exact when square, semi-orthogonal (cosine-preserving if widening) else."""
+    with torch.no_grad():
+        if linear.in_features == linear.out_features:
+            linear.weight.copy_(torch.eye(linear.in_features))
+        else:
+            nn.init.orthogonal_(linear.weight)
+        if linear.bias is not None:
+            linear.bias.zero_()
+
+
+def _check_choice(head: str, option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SetencError(f"head {head!r}: {option}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_dropout(head: str, p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise SetencError(f"head {head!r}: dropout={p} must be in [0, 1)")
+
+
+class SetHead(nn.Module):
+    """Base of all heads: validates the batch, hides padding, pools, L2-normalises."""
+
+    name: str = ""
+
+    def __init__(self, in_dim: int, out_dim: int, options: dict | None = None):
+        super().__init__()
+        if in_dim < 1 or out_dim < 1:
+            raise SetencError(f"head {self.name!r}: in_dim={in_dim} and out_dim={out_dim} must be positive")
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim)
+        self._options = dict(options or {})
+
+    @property
+    def config(self) -> dict:
+        """Plain constructor arguments; `create_head(**head.config)` rebuilds the same architecture."""
+        return {"name": self.name, "in_dim": self.in_dim, **self._options}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        check_sets(x, mask, self.in_dim)
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, N, D) padded slots may hold anything
+        return F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) with zeroed padding, (B, N) -> (B, E), not yet normalised."""
+        raise NotImplementedError
+
+
+class MeanHead(SetHead):
+    """Masked mean of the photo vectors: no parameters, the floor every learned head must beat."""
+
+    name = "mean"
+
+    def __init__(self, in_dim: int):
+        super().__init__(in_dim, in_dim)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(x, mask)
+
+
+class ProjHead(SetHead):
+    """A learned linear map of each photo, then the mean; strong on frozen features with few training products.
+
+    `init="identity"` starts exactly at mean pooling (for out_dim >= in_dim); `init="residual"` computes
+    x + Wx with W = 0, so weight decay pulls it back towards mean pooling; `init="random"` is PyTorch's default.
+    The map is linear, so it is applied to the mean of the photos rather than to every photo: same result.
+    """
+
+    name = "proj"
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, init: str = "identity", bias: bool = True,
+                 dropout: float = 0.0):
+        out_dim = out_dim or in_dim
+        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, init=init, bias=bias, dropout=dropout))
+        _check_choice(self.name, "init", init, ("identity", "residual", "random"))
+        _check_dropout(self.name, dropout)
+        if init == "residual" and out_dim != in_dim:
+            raise SetencError(f"head 'proj': init='residual' needs out_dim == in_dim ({in_dim}), got {out_dim}; "
+                              "use init='identity' to change the width")
+        self.residual = init == "residual"
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, out_dim, bias=bias)
+        if init == "identity":
+            identity_init_(self.proj)
+        elif init == "residual":
+            nn.init.zeros_(self.proj.weight)
+            if bias:
+                nn.init.zeros_(self.proj.bias)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = masked_mean(self.drop(x), mask)  # (B, D)
+        return m + self.proj(m) if self.residual else self.proj(m)  # (B, E)
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class DeepSetsHead(SetHead):
+    """Deep Sets (Zaheer et al. 2017): rho(pool(phi(photo))), with a masked mean or sum as the pool."""
+
+    name = "deepsets"
+
+    def __init__(self, in_dim: int, hidden: int | None = None, out_dim: int | None = None, pool: str = "mean",
+                 dropout: float = 0.0):
+        hidden = hidden or in_dim
+        out_dim = out_dim or in_dim
+        super().__init__(in_dim, out_dim, dict(hidden=hidden, out_dim=out_dim, pool=pool, dropout=dropout))
+        _check_choice(self.name, "pool", pool, ("mean", "sum"))
+        _check_dropout(self.name, dropout)
+        self.sum = pool == "sum"
+        self.phi = nn.Sequential(_mlp(in_dim, hidden, hidden, dropout), nn.GELU())
+        self.rho = _mlp(hidden, hidden, out_dim, dropout)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.phi(x)  # (B, N, H); padded rows are phi(0) != 0, so pooling must mask them
+        pooled = masked_sum(h, mask) if self.sum else masked_mean(h, mask)  # (B, H)
+        return self.rho(pooled)  # (B, E)
+
+
+class MAB(nn.Module):
+    """Multihead Attention Block (Lee et al. 2019): H = LN(X + Att(X, Y, Y)); out = LN(H + rFF(H))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.att = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ln1 = nn.LayerNorm(dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.ff = _mlp(dim, dim, dim, dropout)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, Q, d) queries; y (B, K, d) keys/values; y_mask (B, K) True = real. Every row has a real key
+        # (check_sets), so the softmax never sees a fully masked row, the case where attention returns NaN.
+        pad = None if y_mask is None else ~y_mask
+        h = self.ln1(x + self.att(x, y, y, key_padding_mask=pad, need_weights=False)[0])  # (B, Q, d)
+        return self.ln2(h + self.ff(h))
+
+
+class SAB(nn.Module):
+    """Self-attention over the photos: MAB(X, X)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.mab = MAB(dim, heads, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.mab(x, x, mask)
+
+
+class ISAB(nn.Module):
+    """Induced self-attention, O(N m): m learned points summarise the photos, the photos read them back."""
+
+    def __init__(self, dim: int, heads: int, inducing: int, dropout: float):
+        super().__init__()
+        self.points = nn.Parameter(torch.empty(1, inducing, dim))
+        nn.init.xavier_uniform_(self.points)
+        self.mab_in = MAB(dim, heads, dropout)
+        self.mab_out = MAB(dim, heads, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.mab_in(self.points.expand(x.shape[0], -1, -1), x, mask)  # (B, m, d)
+        return self.mab_out(x, h)  # (B, N, d)
+
+
+class PMAHead(SetHead):
+    """Set Transformer (Lee et al. 2019): optional SAB/ISAB encoder, then Pooling by Multihead Attention.
+
+    k learned seeds attend to the encoded photos; their outputs are concatenated and projected to out_dim.
+    With `skip=True` the result is normalise(mean of the photos) + gate * normalise(attention output), the gate a
+    learned scalar starting at 0: an untrained head is exactly mean pooling (or its cosine-preserving widening)
+    and learns a correction at a pace the gate sets, instead of letting fresh attention output swamp the mean.
+    """
+
+    name = "pma"
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, dim: int | None = None, heads: int = 4,
+                 seeds: int = 1, encoder: str = "none", layers: int = 2, inducing: int = 16,
+                 dropout: float = 0.0, skip: bool = True):
+        out_dim = out_dim or in_dim
+        dim = dim or in_dim
+        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, dim=dim, heads=heads, seeds=seeds, encoder=encoder,
+                                               layers=layers, inducing=inducing, dropout=dropout, skip=skip))
+        _check_choice(self.name, "encoder", encoder, ("none", "sab", "isab"))
+        _check_dropout(self.name, dropout)
+        if heads < 1 or dim % heads:
+            raise SetencError(f"head 'pma': dim={dim} must be divisible by heads={heads}")
+        if seeds < 1 or layers < 0 or inducing < 1:
+            raise SetencError(f"head 'pma': seeds={seeds} and inducing={inducing} must be >= 1, layers={layers} >= 0")
+        self.inp = nn.Identity() if dim == in_dim else nn.Linear(in_dim, dim)
+        n_blocks = 0 if encoder == "none" else layers
+        self.blocks = nn.ModuleList(
+            SAB(dim, heads, dropout) if encoder == "sab" else ISAB(dim, heads, inducing, dropout)
+            for _ in range(n_blocks))
+        self.ff = _mlp(dim, dim, dim, dropout)  # PMA_k(Z) = MAB(S, rFF(Z))
+        self.seeds = nn.Parameter(torch.empty(1, seeds, dim))
+        nn.init.xavier_uniform_(self.seeds)
+        self.pma = MAB(dim, heads, dropout)
+        self.out = nn.Linear(seeds * dim, out_dim)
+        self.skip: nn.Module | None = None
+        if skip:
+            self.gate = nn.Parameter(torch.zeros(()))
+            self.skip = nn.Identity()
+            if out_dim != in_dim:
+                self.skip = nn.Linear(in_dim, out_dim, bias=False)
+                identity_init_(self.skip)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pad = ~mask.unsqueeze(-1)  # (B, N, 1)
+        z = self.inp(x)  # (B, N, d)
+        for block in self.blocks:
+            # padded query rows come out as garbage; zero them so nothing downstream can pick it up
+            z = block(z, mask).masked_fill(pad, 0.0)
+        seeds = self.seeds.expand(x.shape[0], -1, -1)  # (B, k, d)
+        pooled = self.pma(seeds, self.ff(z), mask)  # (B, k, d)
+        y = self.out(pooled.flatten(1))  # (B, E)
+        if self.skip is not None:
+            y = F.normalize(self.skip(masked_mean(x, mask)), dim=-1) + self.gate * F.normalize(y, dim=-1)
+        return y
+
+
+HEADS: dict[str, type[SetHead]] = {
+    "mean": MeanHead,
+    "proj": ProjHead,
+    "deepsets": DeepSetsHead,
+    "pma": PMAHead,
+}
+
+
+def list_heads() -> list[str]:
+    """Names accepted by `create_head`."""
+    return list(HEADS)
+
+
+def create_head(name: str, in_dim: int, **kw) -> SetHead:
+    """Build a head by name, e.g. `create_head("pma", 1280, encoder="sab", seeds=3)`.
+
+    Args:
+        name: one of `list_heads()`.
+        in_dim: width of the photo vectors (the backbone's embedding dim).
+        **kw: the head's options; unknown ones are an error, not silently ignored.
+    """
+    if name not in HEADS:
+        raise KeyError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
+    cls = HEADS[name]
+    options = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim")]
+    unknown = sorted(set(kw) - set(options))
+    if unknown:
+        raise SetencError(f"head {name!r} has no option {', '.join(unknown)}; "
+                          f"its options are: {', '.join(options) or 'none'}")
+    return cls(in_dim, **kw)
