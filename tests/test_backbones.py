@@ -1,0 +1,253 @@
+"""Backbones: real from_pretrained / ONNX loading paths on tiny random models, checked against direct calls."""
+
+import hashlib
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import setenc.backbones as backbones
+from setenc.backbones import OnnxBackbone, TorchBackbone, create_backbone, list_backbones
+from setenc.errors import CheckpointError, SetencError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One ONNX export cache for these tests, never the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SETENC_CACHE", str(tmp_path_factory.mktemp("setenc-cache")))
+        yield
+
+
+def _images(n: int = 3) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    sizes = [(40, 24), (24, 40), (33, 33), (60, 20)]
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in sizes[:n]]
+
+
+def _unit(x: torch.Tensor) -> bool:
+    return torch.allclose(x.norm(dim=-1), torch.ones(len(x)), atol=1e-5)
+
+
+def _tiny_clip(folder, seed: int = 0):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8, projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(cfg).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+        image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3],
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return _tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+def test_registry():
+    assert set(list_backbones()) >= {"efficientnet-lite0", "efficientnet-lite2", "clip", "hf", "onnx"}
+    with pytest.raises(KeyError, match="efficientnet-lite0"):
+        create_backbone("resnet-9000")
+
+
+def test_clip_loads_through_from_pretrained(clip_dir):
+    from transformers import CLIPVisionModelWithProjection
+
+    bb = create_backbone("clip", runtime="torch", model=clip_dir)
+    assert isinstance(bb, TorchBackbone) and bb.dim == 16
+    assert bb.transform.size == 32 and bb.transform.mean == pytest.approx((0.4, 0.5, 0.6))
+    assert bb.id.startswith(f"clip:{clip_dir.name}:")
+    imgs = _images()
+    y = bb.encode_images(imgs)
+    assert y.shape == (3, 16) and _unit(y) and not y.is_inference()
+    ref_model = CLIPVisionModelWithProjection.from_pretrained(clip_dir).eval()  # the naive path
+    with torch.no_grad():
+        ref = F.normalize(ref_model(pixel_values=torch.stack([bb.transform(i) for i in imgs])).image_embeds, dim=-1)
+    assert torch.allclose(y, ref, atol=1e-6)
+    again = create_backbone("clip", runtime="torch", model=clip_dir)
+    assert again.id == bb.id and torch.equal(again.encode_images(imgs), y)
+
+
+def test_clip_id_follows_the_weights(clip_dir, tmp_path):
+    other = _tiny_clip(tmp_path / clip_dir.name, seed=1)
+    ids = {create_backbone("clip", runtime="torch", model=m).id for m in (clip_dir, other)}
+    assert len(ids) == 2  # same folder name, different weights
+
+
+def test_clip_onnx_runtime_equals_torch(clip_dir):
+    t = create_backbone("clip", runtime="torch", model=clip_dir)
+    o = create_backbone("clip", runtime="onnx", model=clip_dir)
+    assert isinstance(o, OnnxBackbone) and o.id == t.id and o.dim == 16
+    assert torch.allclose(o.encode_images(_images()), t.encode_images(_images()), atol=1e-5)
+
+
+def test_full_clip_folder_through_clip_and_hf(tmp_path):
+    """A folder of a whole CLIPModel (both towers, projection_dim only at the top level) works for both."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, vocab_size=99,
+                max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).eval()
+    model.save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = F.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+    for name in ("clip", "hf"):
+        bb = create_backbone(name, runtime="torch", model=tmp_path)
+        assert bb.dim == 24 and torch.allclose(bb.encode(x), ref, atol=1e-6)
+
+
+def test_uncached_hub_id_says_pass_a_folder():
+    with pytest.raises(SetencError, match="pass model=DIR"):
+        create_backbone("clip", model="nobody-here/not-a-cached-model")
+
+
+def _tiny_vit(folder, pooler: bool):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                    image_size=32, patch_size=8)
+    model = ViTModel(cfg, add_pooling_layer=pooler).eval()
+    model.save_pretrained(folder)
+    proc = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    proc.save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_hf_pooled_output_else_cls(tmp_path, pooler):
+    model = _tiny_vit(tmp_path, pooler)
+    bb = create_backbone("hf", runtime="torch", model=tmp_path)
+    imgs = _images()
+    x = torch.stack([bb.transform(i) for i in imgs])
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    ref = out.pooler_output if pooler else out.last_hidden_state[:, 0]  # no trained pooler: CLS, not a random one
+    y = bb.encode_images(imgs)
+    assert bb.dim == 32 and bb.id.startswith(f"hf:{tmp_path.name}:")
+    assert torch.allclose(y, F.normalize(ref, dim=-1), atol=1e-5)
+    with pytest.raises(SetencError, match="not CLIP"):
+        create_backbone("clip", model=tmp_path)
+
+
+class _TinyConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)) + 0.1  # (B, 8, h, w)
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    net = _TinyConv().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and quick
+        torch.onnx.export(net, (torch.randn(2, 3, 16, 16),), str(path), input_names=["img"], output_names=["fmap"],
+                          dynamic_axes={"img": {0: "b"}, "fmap": {0: "b"}}, dynamo=False)
+    return net, path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_onnx_file_backbone(conv_onnx):
+    net, path, sha = conv_onnx
+    kw = dict(path=path, sha256=sha, pooling="spatial_mean", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    bb = create_backbone("onnx", **kw)
+    imgs = _images()
+    x = torch.stack([bb.transform(i) for i in imgs])
+    with torch.no_grad():
+        ref = F.normalize(net(x).mean(dim=(2, 3)), dim=-1)
+    assert bb.dim == 8 and torch.allclose(bb.encode_images(imgs), ref, atol=1e-5)
+    assert bb.id.startswith("onnx:tiny:") and create_backbone("onnx", **kw).id == bb.id
+    assert create_backbone("onnx", **{**kw, "mean": (0.4,) * 3}).id != bb.id  # preprocessing is in the id
+    with pytest.raises(CheckpointError, match="pinned"):
+        create_backbone("onnx", **{**kw, "sha256": "0" * 64})
+    with pytest.raises(SetencError, match="fmap"):
+        create_backbone("onnx", **{**kw, "output_name": "logits"})
+    with pytest.raises(SetencError):
+        create_backbone("onnx", **{**kw, "pooling": "max"})
+    with pytest.raises(SetencError, match="pooling='token0'"):  # a (B, 8, h, w) output has no token axis to pool
+        create_backbone("onnx", **{**kw, "pooling": "token0"})
+
+
+def test_poolings_against_loops():
+    from setenc.backbones.onnx import _pool
+
+    y = torch.randn(2, 5, 4)  # (B, T, D)
+    assert torch.equal(_pool(y, "token0"), torch.stack([y[b, 0] for b in range(2)]))
+    loop = torch.stack([sum(y[b, t] for t in range(5)) / 5 for b in range(2)])
+    assert torch.allclose(_pool(y, "token_mean"), loop)
+    fmap = torch.randn(2, 4, 3, 3)  # (B, D, H, W)
+    loop = torch.tensor([[fmap[b, d].sum().item() / 9 for d in range(4)] for b in range(2)])
+    assert torch.allclose(_pool(fmap, "spatial_mean"), loop, atol=1e-6)
+
+
+def test_auto_falls_back_to_torch_when_export_fails(clip_dir, monkeypatch):
+    def broken(spec, device="cpu"):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(backbones, "onnx_runtime", broken)
+    with pytest.warns(UserWarning, match="exporter exploded"):
+        bb = create_backbone("clip", runtime="auto", model=clip_dir)
+    assert isinstance(bb, TorchBackbone)
+    with pytest.raises(RuntimeError):
+        create_backbone("clip", runtime="onnx", model=clip_dir)
+
+
+@pytest.fixture(scope="module")
+def lite0_pair():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(create_backbone("efficientnet-lite0", runtime=r) for r in ("torch", "onnx"))
+
+
+def test_efficientnet_lite0_torch_equals_onnx(lite0_pair):
+    from setenc.backbones.efficientnet import weights_path
+
+    t, o = lite0_pair
+    sha = hashlib.sha256(weights_path("efficientnet-lite0").read_bytes()).hexdigest()
+    assert t.id == o.id == f"efficientnet-lite0:{sha[:12]}"
+    assert t.transform.size == 224 and t.transform.mean == (0.5, 0.5, 0.5)
+    imgs = _images(4)
+    yt, yo = t.encode_images(imgs), o.encode_images(imgs)
+    assert yt.shape == (4, 1280) and _unit(yt) and _unit(yo)
+    assert torch.allclose(yt, yo, atol=1e-4)
+    assert len({tuple(v) for v in yt.round(decimals=3).tolist()}) == 4  # different photos, different vectors
+    with pytest.raises(ValueError, match="224"):
+        t.encode(torch.zeros(1, 3, 100, 100))
+
+
+def test_onnx_export_is_cached_and_atomic(lite0_pair):
+    from setenc.backbones.onnx import export_onnx
+    from setenc.backbones.efficientnet import efficientnet_lite
+
+    path = lite0_pair[1].path
+    mtime = path.stat().st_mtime_ns
+    assert export_onnx(efficientnet_lite("efficientnet-lite0")) == path and path.stat().st_mtime_ns == mtime
+    assert path.name == f"efficientnet-lite0-{lite0_pair[0].id.split(':')[1]}-224px.onnx"
+    assert str(path).startswith(os.environ["SETENC_CACHE"]) and not list(path.parent.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_efficientnet_lite2_torch_equals_onnx():
+    t = create_backbone("efficientnet-lite2", runtime="torch")
+    o = create_backbone("efficientnet-lite2", runtime="onnx")
+    assert t.transform.size == 260 and t.dim == o.dim == 1280
+    assert torch.allclose(t.encode_images(_images()), o.encode_images(_images()), atol=1e-4)
