@@ -101,6 +101,12 @@ def _parse_line(obj: object, where: str, root: Path) -> Article:
     images = obj.get("images")
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         raise CatalogError(f"{where}: article {aid!r}: 'images' must be a list of photo paths")
+    for p in images:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON "\udcXX" escape: a file name whose bytes are not UTF-8
+            raise CatalogError(f"{where}: article {aid!r}: photo path {p!r} is not valid UTF-8; rename the file to "
+                               "a UTF-8 name (e.g. with convmv) and write that name in the manifest") from None
     if not images:
         raise CatalogError(f"{where}: article {aid!r} has no photos ('images' is empty); remove it or add photos")
     views = obj.get("views")
@@ -142,11 +148,16 @@ def load_catalog(path: str | os.PathLike, check_files: bool = True, pairs: str |
     root = path.parent.resolve()
     articles: list[Article] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise CatalogError(f"{where}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); save the "
+                                   "manifest as UTF-8, renaming photos whose file names are not UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:

@@ -274,22 +274,25 @@ def embed_catalog(
     paths = catalog.image_paths if isinstance(catalog, Catalog) else list(dict.fromkeys(Path(p) for p in catalog))
     cache = EmbeddingCache(cache_root, backbone.id, backbone.dim, dtype)
     report = EmbedReport(photos=len(paths))
-    try:
-        lock = cache.lock().acquire(timeout=wait_for_lock)
-    except Timeout:
-        raise SetencError(f"{cache.dir}: another embedding run is writing this cache; wait for it to finish") from None
-    with lock:
-        hashes = cache.hashes(paths, progress=progress)
-        for p, h in zip(paths, hashes):
-            if h is None:
-                report.skipped.append((str(p), f"{p}: missing or not a readable file"))
-        by_hash = {h: p for p, h in zip(paths, hashes) if h is not None}
-        report.unique = len(by_hash)
-        present = cache.locate(by_hash)
-        todo = [(h, p) for h, p in by_hash.items() if h not in present]
-        report.cached = report.unique - len(todo)
-        if todo:
-            _run(todo, backbone, cache, batch_size, num_workers, progress, report)
+    hashes = cache.hashes(paths, progress=progress)
+    for p, h in zip(paths, hashes):
+        if h is None:
+            report.skipped.append((str(p), f"{p}: missing or not a readable file"))
+    by_hash = {h: p for p, h in zip(paths, hashes) if h is not None}
+    report.unique = len(by_hash)
+    present = cache.locate(by_hash)
+    todo = [(h, p) for h, p in by_hash.items() if h not in present]
+    if todo:  # only a run with something to write takes the writer lock; readers of a warm cache never wait
+        try:
+            lock = cache.lock().acquire(timeout=wait_for_lock)
+        except Timeout:
+            raise SetencError(f"{cache.dir}: another embedding run is writing this cache; wait for it to finish") from None
+        with lock:
+            present = cache.locate(h for h, _ in todo)  # the other writer may have embedded some meanwhile
+            todo = [(h, p) for h, p in todo if h not in present]
+            if todo:
+                _run(todo, backbone, cache, batch_size, num_workers, progress, report)
+    report.cached = report.unique - len(todo)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -304,6 +307,9 @@ def _run(todo, backbone, cache, batch_size, num_workers, progress, report) -> No
         collate_fn=_collate,
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
+        # a private generator: worker seeds drawn from the global RNG would make a seeded training run's
+        # weight init depend on whether the cache was already warm
+        generator=torch.Generator(),
     )
     writer = cache.writer()
     bar = tqdm(total=len(todo), desc=f"embedding ({backbone.name})", unit="photo", disable=not progress)

@@ -18,13 +18,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from .catalog import Catalog, catalog_key, load_catalog, split_catalog
 from .config import TrainConfig, save_config
 from .data import PairDataset, collate_pairs, pad_sets
 from .embed import EmbeddingCache, article_embeddings, embed_catalog
-from .errors import SetencError
+from .errors import CheckpointError, SetencError
 from .heads import create_head
 from .losses import create_loss
 from .metrics import retrieval_metrics
@@ -84,6 +84,23 @@ class SetModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
+class EpochShuffle(Sampler[int]):
+    """A fresh order each epoch from (seed, epoch) alone, so a run resumed at epoch k sees the same batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
 class _EpochSeed(Callback):
     """Tell the pair dataset the epoch so its sampling is fresh each epoch and reproducible."""
 
@@ -101,13 +118,13 @@ class SetDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.pairs = PairDataset(train_sets, train_cat, cfg.positives, cfg.max_photos, cfg.photo_dropout,
-                                 cfg.subset_prob, cfg.seed)
+                                 cfg.subset_prob, cfg.seed, cfg.cross_session)
         self.val_protocol = val_protocol
 
     def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        return DataLoader(self.pairs, batch_size=min(self.cfg.batch_size, len(self.pairs)), shuffle=True,
-                          drop_last=len(self.pairs) > self.cfg.batch_size, collate_fn=collate_pairs, generator=g)
+        return DataLoader(self.pairs, batch_size=min(self.cfg.batch_size, len(self.pairs)),
+                          sampler=EpochShuffle(len(self.pairs), self.cfg.seed),
+                          drop_last=len(self.pairs) > self.cfg.batch_size, collate_fn=collate_pairs)
 
     def val_dataloader(self):
         p = self.val_protocol
@@ -124,7 +141,7 @@ def load_training_data(cfg: TrainConfig):
     catalog = catalog_arg(cfg.catalog, seed=cfg.seed) if cfg.catalog is None else load_catalog(cfg.catalog)
     backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     root = cfg.cache or cache_dir("embeddings")
-    report = embed_catalog(catalog, backbone, root, progress=cfg.progress)
+    report = embed_catalog(catalog, backbone, root, progress=cfg.progress, wait_for_lock=600.0)  # runs side by side
     print(f"[embed] {catalog.name}: {report.summary()}")
     cache = EmbeddingCache(root, backbone.id, backbone.dim)
     parts = split_catalog(catalog, tuple(cfg.split), by=cfg.split_by, seed=cfg.split_seed)
@@ -161,6 +178,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     t0 = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data, spec, dim = load_training_data(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
     train_sets, train_cat = data["train"]
     val_p = next(iter(make_protocols(*data["val"])), None) if data["val"][0] else None
     if val_p is None:
@@ -211,6 +229,12 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
     last = run_dir / "last.ckpt"
     if resume and not last.is_file():
         raise SetencError(f"--resume: no {last} to resume from; start without --resume")
+    if resume:
+        try:
+            torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 — truncated or foreign file: say so instead of a Lightning traceback
+            raise CheckpointError(f"--resume: {last} is damaged or not a setenc checkpoint ({type(e).__name__}); "
+                                  "delete it to start over, or resume from a copy") from None
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     if not cfg.fast_dev_run and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
