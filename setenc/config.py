@@ -38,6 +38,7 @@ class TrainConfig:
     loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
     positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")
     subset_prob: float = _f(0.25, "auto mode: chance of a two-subsets pair when group partners exist")
+    cross_session: bool = _f(True, "group positives from another capture session (session / partition field) when any")
     max_photos: int = _f(8, "at most this many photos per sampled set")
     photo_dropout: float = _f(0.1, "set augmentation: chance each photo is dropped (one always stays)")
     split: list = _f([0.8, 0.1, 0.1], "train / val / test fractions, by hashed group")

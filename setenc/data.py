@@ -62,6 +62,9 @@ class PairDataset(Dataset):
             group when there is one (that generalises across listings, sessions and viewpoints), else two
             disjoint subsets of the article itself, else an explicit pair.
         subset_prob: in "auto" mode, the chance of a subset pair for an article that also has group partners.
+        cross_session: draw group partners from another capture session (`session` field, else `partition`)
+            when the article has such partners: same-session photos are near-duplicates (same shelf, same light),
+            while test positives come from other sessions (neutral on grocery: 0.926 R@1 either way).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class PairDataset(Dataset):
         dropout: float = 0.1,
         subset_prob: float = 0.25,
         seed: int = 0,
+        cross_session: bool = True,
     ):
         self.sets, self.catalog = list(sets), catalog
         self.mode, self.max_photos, self.dropout, self.subset_prob, self.seed = mode, max_photos, dropout, subset_prob, seed
@@ -85,6 +89,11 @@ class PairDataset(Dataset):
         self.partners: list[list[int]] = [
             [j for j in by_group[a.group] if j != i] if a.group is not None else [] for i, a in enumerate(catalog.articles)
         ]
+        if cross_session:
+            session = [_session(a) for a in catalog.articles]
+            far = [[j for j in ps if session[j] != session[i]] for i, ps in enumerate(self.partners)]
+            self.partners = [f if f and session[i] is not None else ps
+                             for i, (f, ps) in enumerate(zip(far, self.partners))]
         self.pairs: list[list[int]] = [[] for _ in catalog.articles]
         for a, b in catalog.pairs or []:
             if a in index and b in index:
@@ -127,6 +136,11 @@ class PairDataset(Dataset):
             a, b = self.sets[i], self.sets[j]
         aug = lambda s: augment(s, rng, self.max_photos, self.dropout)  # noqa: E731
         return aug(a), aug(b), self.labels[i]
+
+
+def _session(article) -> str | None:
+    """The capture session of an article: its `session` field, else its query/gallery `partition`, else None."""
+    return article.meta.get("session") or article.partition
 
 
 def collate_pairs(items: list[tuple[np.ndarray, np.ndarray, int]]):

@@ -142,26 +142,52 @@ def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequentia
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
+class GatedSkip(nn.Module):
+    """normalise(mean of the photos) + gate * normalise(y), the gate a learned scalar starting at 0.
+
+    An untrained head is then exactly mean pooling (or its cosine-preserving widening) and learns a correction
+    at a pace the gate sets, instead of letting a freshly initialised network swamp what the backbone knows.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(()))
+        self.proj: nn.Module = nn.Identity()
+        if out_dim != in_dim:
+            self.proj = nn.Linear(in_dim, out_dim, bias=False)
+            identity_init_(self.proj)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # x (B, N, D) zero-padded photos, mask (B, N), y (B, E) the learned branch
+        return F.normalize(self.proj(masked_mean(x, mask)), dim=-1) + self.gate * F.normalize(y, dim=-1)
+
+
 class DeepSetsHead(SetHead):
-    """Deep Sets (Zaheer et al. 2017): rho(pool(phi(photo))), with a masked mean or sum as the pool."""
+    """Deep Sets (Zaheer et al. 2017): rho(pool(phi(photo))), with a masked mean or sum as the pool.
+
+    `skip=True` adds the learned set vector to mean pooling through a zero-initialised gate (`GatedSkip`):
+    from scratch on a few dozen products the MLP alone falls far below the mean it should improve on.
+    """
 
     name = "deepsets"
 
     def __init__(self, in_dim: int, hidden: int | None = None, out_dim: int | None = None, pool: str = "mean",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, skip: bool = False):
         hidden = hidden or in_dim
         out_dim = out_dim or in_dim
-        super().__init__(in_dim, out_dim, dict(hidden=hidden, out_dim=out_dim, pool=pool, dropout=dropout))
+        super().__init__(in_dim, out_dim, dict(hidden=hidden, out_dim=out_dim, pool=pool, dropout=dropout, skip=skip))
         _check_choice(self.name, "pool", pool, ("mean", "sum"))
         _check_dropout(self.name, dropout)
         self.sum = pool == "sum"
         self.phi = nn.Sequential(_mlp(in_dim, hidden, hidden, dropout), nn.GELU())
         self.rho = _mlp(hidden, hidden, out_dim, dropout)
+        self.skip = GatedSkip(in_dim, out_dim) if skip else None
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.phi(x)  # (B, N, H); padded rows are phi(0) != 0, so pooling must mask them
         pooled = masked_sum(h, mask) if self.sum else masked_mean(h, mask)  # (B, H)
-        return self.rho(pooled)  # (B, E)
+        y = self.rho(pooled)  # (B, E)
+        return y if self.skip is None else self.skip(x, mask, y)
 
 
 class MAB(nn.Module):
@@ -212,9 +238,7 @@ class PMAHead(SetHead):
     """Set Transformer (Lee et al. 2019): optional SAB/ISAB encoder, then Pooling by Multihead Attention.
 
     k learned seeds attend to the encoded photos; their outputs are concatenated and projected to out_dim.
-    With `skip=True` the result is normalise(mean of the photos) + gate * normalise(attention output), the gate a
-    learned scalar starting at 0: an untrained head is exactly mean pooling (or its cosine-preserving widening)
-    and learns a correction at a pace the gate sets, instead of letting fresh attention output swamp the mean.
+    With `skip=True` the attention output is added to mean pooling through a zero-initialised gate (`GatedSkip`).
     """
 
     name = "pma"
@@ -242,13 +266,7 @@ class PMAHead(SetHead):
         nn.init.xavier_uniform_(self.seeds)
         self.pma = MAB(dim, heads, dropout)
         self.out = nn.Linear(seeds * dim, out_dim)
-        self.skip: nn.Module | None = None
-        if skip:
-            self.gate = nn.Parameter(torch.zeros(()))
-            self.skip = nn.Identity()
-            if out_dim != in_dim:
-                self.skip = nn.Linear(in_dim, out_dim, bias=False)
-                identity_init_(self.skip)
+        self.skip = GatedSkip(in_dim, out_dim) if skip else None
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pad = ~mask.unsqueeze(-1)  # (B, N, 1)
@@ -259,9 +277,7 @@ class PMAHead(SetHead):
         seeds = self.seeds.expand(x.shape[0], -1, -1)  # (B, k, d)
         pooled = self.pma(seeds, self.ff(z), mask)  # (B, k, d)
         y = self.out(pooled.flatten(1))  # (B, E)
-        if self.skip is not None:
-            y = F.normalize(self.skip(masked_mean(x, mask)), dim=-1) + self.gate * F.normalize(y, dim=-1)
-        return y
+        return y if self.skip is None else self.skip(x, mask, y)
 
 
 HEADS: dict[str, type[SetHead]] = {

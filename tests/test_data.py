@@ -10,8 +10,10 @@ from setenc.catalog import Article, Catalog
 from setenc.data import PairDataset, augment, collate_pairs, pad_sets, split_photos
 
 
-def _catalog(groups, sizes, pairs=None):
-    arts = [Article(f"a{i}", tuple(f"/x/{i}_{k}.jpg" for k in range(n)), g) for i, (g, n) in enumerate(zip(groups, sizes))]
+def _catalog(groups, sizes, pairs=None, sessions=None):
+    sessions = sessions or [None] * len(groups)
+    arts = [Article(f"a{i}", tuple(f"/x/{i}_{k}.jpg" for k in range(n)), g, meta={"session": s} if s else {})
+            for i, (g, n, s) in enumerate(zip(groups, sizes, sessions))]
     return Catalog(arts, root=None, pairs=pairs)
 
 
@@ -91,3 +93,19 @@ def test_collate_pairs():
     ds = PairDataset(_sets([3, 2]), cat, dropout=0)
     xa, ma, xb, mb, y = collate_pairs([ds[0], ds[1]])
     assert xa.shape[0] == 2 and ma.dtype == torch.bool and y.tolist() == [ds.labels[0], ds.labels[1]]
+
+
+def test_cross_session_partners_come_from_another_session_when_there_is_one():
+    # g: a0, a1 in session A, a2 in B -> a0 and a1 always pair with a2, a2 with either; h: one session only
+    cat = _catalog(["g", "g", "g", "h", "h"], [1] * 5, sessions=["A", "A", "B", "A", "A"])
+    expected = {True: {0: {2}, 1: {2}, 2: {0, 1}, 3: {4}, 4: {3}},
+                False: {0: {1, 2}, 1: {0, 2}, 2: {0, 1}, 3: {4}, 4: {3}}}
+    for cross, want in expected.items():
+        ds = PairDataset(_sets([1] * 5), cat, mode="group", dropout=0, cross_session=cross)
+        got: dict[int, set] = {i: set() for i in range(5)}
+        for epoch in range(30):
+            ds.set_epoch(epoch)
+            for k in range(len(ds)):
+                a, b, _ = ds[k]
+                got[int(a[0, 0])].add(int(b[0, 0]))
+        assert got == want

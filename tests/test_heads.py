@@ -15,7 +15,7 @@ D = 8
 CONFIGS = {
     "mean": [{}],
     "proj": [{}, {"out_dim": 12, "init": "random"}, {"init": "residual", "dropout": 0.1}],
-    "deepsets": [{"hidden": 16}, {"hidden": 16, "out_dim": 6, "pool": "sum"}],
+    "deepsets": [{"hidden": 16}, {"hidden": 16, "out_dim": 6, "pool": "sum"}, {"hidden": 16, "skip": True}],
     "pma": [
         {"heads": 2},
         {"heads": 2, "encoder": "sab", "layers": 2, "seeds": 3, "out_dim": 6},
@@ -155,11 +155,12 @@ def test_gradients_reach_every_parameter(name, kw):
 def test_untrained_heads_start_at_mean_pooling():
     sets = random_sets([1, 4, 3])
     ref = torch.stack([F.normalize(s.mean(0), dim=0) for s in sets])  # hand-computed mean pooling
-    for name, kw in [("mean", {}), ("proj", {}), ("proj", {"init": "residual"}), ("pma", {"encoder": "sab"})]:
+    for name, kw in [("mean", {}), ("proj", {}), ("proj", {"init": "residual"}), ("pma", {"encoder": "sab"}),
+                     ("deepsets", {"hidden": 16, "skip": True})]:
         torch.testing.assert_close(run(make_head(name, kw), sets, n=6), ref, atol=1e-6, rtol=0)
     # a widening identity init preserves cosines between articles, so retrieval starts where mean pooling is
-    for name in ["proj", "pma"]:
-        wide = run(make_head(name, {"out_dim": 20}), sets, n=6)
+    for name, kw in [("proj", {}), ("pma", {}), ("deepsets", {"skip": True})]:
+        wide = run(make_head(name, {"out_dim": 20, **kw}), sets, n=6)
         torch.testing.assert_close(wide @ wide.T, ref @ ref.T, atol=1e-5, rtol=0)
 
 

@@ -1,0 +1,28 @@
+"""The bench sweep's pure parts: head specs, mean ± std summaries, the markdown table."""
+
+import numpy as np
+import pytest
+
+from setenc.sweep import markdown_table, parse_spec, summarise
+
+
+def test_parse_spec():
+    assert parse_spec("proj") == ("proj", {"head": "proj"})
+    name, over = parse_spec("pma:lr=0.001,head_kwargs.dim=256,head_kwargs.skip=true")
+    assert name == "pma" and over == {"head": "pma", "lr": 1e-3, "head_kwargs.dim": 256, "head_kwargs.skip": True}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_spec("pma:lr")
+
+
+def test_summarise_is_mean_and_population_std_per_method():
+    recs = [{"method": "mean", "recall@1": 0.8, "map@r": 0.5, "seconds": 0.0},
+            {"method": "proj", "recall@1": 0.9, "map@r": 0.6, "seconds": 10.0},
+            {"method": "mean", "recall@1": 0.6, "map@r": 0.7, "seconds": 0.0},
+            {"method": "proj", "recall@1": 1.0, "map@r": 0.8, "seconds": 20.0}]
+    rows = summarise(recs)
+    assert [r["method"] for r in rows] == ["mean", "proj"]  # first-seen order
+    assert rows[0]["runs"] == 2 and np.isclose(rows[0]["r1"], 0.7) and np.isclose(rows[0]["r1_std"], 0.1)
+    assert np.isclose(rows[1]["map"], 0.7) and np.isclose(rows[1]["map_std"], 0.1) and rows[1]["seconds"] == 15.0
+    table = markdown_table(rows)
+    assert "| mean | 2 | 0.700 ± 0.100 | 0.600 ± 0.100 | 0.0 |" in table
+    assert "| **proj** | 2 | 0.950 ± 0.050 | 0.700 ± 0.100 | 15.0 |" in table  # best MAP@R in bold
