@@ -31,7 +31,7 @@ M_GRID = (None, 1, 2, 3, 4)
 METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
 
 
-def _padded(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def padded_sets(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     x, mask = pad_sets(sets)
     if views is None or any(v is None for v in views):
         return x, mask, None
@@ -39,6 +39,14 @@ def _padded(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[to
     for i, v in enumerate(views):
         ids[i, : len(v)] = torch.tensor([vocab.setdefault(t, len(vocab)) for t in v])
     return x, mask, ids
+
+
+def matcher_scores(matcher, p: Protocol) -> np.ndarray:
+    """(Q, G) scores of a matcher (or its name) on a protocol; view tags reach `ordered` when every set has them."""
+    vocab: dict = {}
+    qx, qm, qv = padded_sets(p.queries, p.q_views, vocab)
+    gx, gm, gv = padded_sets(p.gallery, p.g_views, vocab)
+    return pairwise_scores(matcher, qx, qm, gx, gm, qv, gv).numpy()
 
 
 def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) -> tuple[Catalog, Catalog | None, str]:
@@ -68,17 +76,15 @@ def evaluate_sets(
     rows, scores = [], {}
     for p in make_protocols(sets, catalog, protocols):
         one_photo = max(len(s) for s in p.queries + p.gallery) == 1
-        vocab: dict = {}
-        qx, qm, qv = _padded(p.queries, p.q_views, vocab)
-        gx, gm, gv = _padded(p.gallery, p.g_views, vocab)
+        tagged = all(v is not None for v in (p.q_views or [None]) + (p.g_views or [None]))
         for name in matchers:
             if one_photo and name != "mean":
                 continue  # on single photos every matcher is the cosine: one row says it
-            if name == "ordered" and (qv is None or gv is None):
+            if name == "ordered" and not tagged:
                 continue  # no view tags: nothing to order by
             m = create_matcher(name, **(matcher_kwargs or {}).get(name, {}))
             t = time.perf_counter()
-            s = pairwise_scores(m, qx, qm, gx, gm, qv, gv).numpy()
+            s = matcher_scores(m, p)
             rows.append(_row(name, p, s, time.perf_counter() - t, repr(m) if name in ("recursive", "linear") else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():

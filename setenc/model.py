@@ -8,7 +8,6 @@ This module does not import Lightning.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,16 +20,9 @@ from .data import pad_sets
 from .errors import CheckpointError
 from .heads import SetHead, create_head
 from .images import load_image
+from .paths import file_sha256
 
 FORMAT = "setenc-head-v1"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read(path: Path) -> dict:
@@ -98,6 +90,7 @@ class SetEncoder(torch.nn.Module):
             raise CheckpointError(f"{path}: head weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
         enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"))
         enc.checkpoint_sha256 = file_sha256(path)
+        enc.checkpoint_path = str(path.resolve())  # an export records it, so its index can rebuild this encoder
         if backbone is not None:
             enc.set_backbone(backbone)
         return enc
@@ -107,7 +100,7 @@ class SetEncoder(torch.nn.Module):
         """An encoder with no trained weights (mean pooling): the baseline, and export without a checkpoint."""
         spec = {"name": backbone.name, "kwargs": dict(getattr(backbone, "kwargs", {})), "id": backbone.id}
         enc = cls(create_head(head, backbone.dim).eval(), spec, backbone.dim)
-        enc.checkpoint_sha256 = None
+        enc.checkpoint_sha256 = enc.checkpoint_path = None
         enc._backbone = backbone
         return enc
 

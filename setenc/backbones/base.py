@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import paths
 from ..images import ImageTransform
 
 
@@ -87,11 +88,7 @@ class TorchBackbone(Backbone):
 
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return paths.file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -1,0 +1,55 @@
+"""Export one vector per article into a FAISS index folder: `python scripts/export.py --checkpoint CKPT --out DIR`.
+
+Without --checkpoint: the parameter-free `--head mean` on `--backbone`; without --catalog: the demo catalog.
+`--append` adds only the articles not in the export yet. Search it with scripts/search.py.
+"""
+
+import argparse
+import time
+
+from setenc.cli import run_main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="trained head (best.pt or .ckpt); default: parameter-free --head")
+    p.add_argument("--catalog", default=None, help="manifest or folder with catalog.jsonl; default: the demo catalog")
+    p.add_argument("--out", required=True, help="export folder (replaced atomically)")
+    p.add_argument("--index", default=None, help="flat (exact, default) | ivf | hnsw | a FAISS factory string")
+    p.add_argument("--float16", action="store_true", help="store vectors.npy as float16")
+    p.add_argument("--append", action="store_true", help="add only articles not in the export yet")
+    p.add_argument("--head", default="mean", help="parameter-free head when no --checkpoint is given")
+    p.add_argument("--backbone", default="efficientnet-lite0", help="backbone when no --checkpoint is given")
+    p.add_argument("--model", default=None, help="hub id / local folder for the clip and hf backbones")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
+    args = p.parse_args()
+
+    from setenc.backbones import create_backbone
+    from setenc.index import export_index
+    from setenc.model import SetEncoder
+    from setenc.paths import cache_dir
+    from setenc.sources import make_demo_catalog
+
+    if args.checkpoint:
+        encoder = SetEncoder.from_pretrained(args.checkpoint)
+        spec = encoder.backbone_spec
+        encoder.set_backbone(create_backbone(spec["name"], runtime=args.runtime, **spec.get("kwargs", {})))
+    else:
+        kw = {"model": args.model} if args.model else {}
+        encoder = SetEncoder.parameter_free(create_backbone(args.backbone, runtime=args.runtime, **kw), args.head)
+    start = time.perf_counter()
+    m = export_index(encoder, args.catalog or make_demo_catalog(), args.cache or cache_dir("embeddings"), args.out,
+                     index=args.index, dtype="float16" if args.float16 else None, append=args.append,
+                     checkpoint_path=args.checkpoint)
+    params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
+    print(f"{args.out}: {m['count']} articles ({m['catalog_name']}), {m['dim']}-d {m['dtype']}, index "
+          f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}, "
+          f"{time.perf_counter() - start:.1f}s")
+    if m["dropped"]:
+        more = f" (+{len(m['dropped']) - 10} more, see manifest.json)" if len(m["dropped"]) > 10 else ""
+        print(f"  dropped {len(m['dropped'])} articles with no embeddable photo: {', '.join(m['dropped'][:10])}{more}")
+
+
+if __name__ == "__main__":
+    run_main(main)
