@@ -73,8 +73,8 @@ class PairDataset(Dataset):
         catalog: Catalog,
         mode: PositiveMode = "auto",
         max_photos: int = 8,
-        dropout: float = 0.1,
-        subset_prob: float = 0.25,
+        dropout: float = 0.3,
+        subset_prob: float = 0.5,
         seed: int = 0,
         cross_session: bool = True,
     ):
