@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
 from .errors import CatalogError
 
@@ -132,6 +132,24 @@ def _parse_line(obj: object, where: str, root: Path) -> Article:
     )
 
 
+def iter_jsonl(lines: Iterable[bytes | str], name: str | os.PathLike) -> Iterator[tuple[str, int, object]]:
+    """`(where, lineno, object)` for each non-blank JSON line; bad UTF-8 or JSON is an error naming the line."""
+    for lineno, raw in enumerate(lines, 1):
+        where = f"{name}:{lineno}"
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise CatalogError(f"{where}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); save the "
+                                   "manifest as UTF-8, renaming photos whose file names are not UTF-8") from None
+        if not raw.strip():
+            continue
+        try:
+            yield where, lineno, json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise CatalogError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 def load_catalog(path: str | os.PathLike, check_files: bool = True, pairs: str | os.PathLike | None = None) -> Catalog:
     """Read and validate a manifest.
 
@@ -149,19 +167,7 @@ def load_catalog(path: str | os.PathLike, check_files: bool = True, pairs: str |
     articles: list[Article] = []
     seen: dict[str, int] = {}
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise CatalogError(f"{where}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); save the "
-                                   "manifest as UTF-8, renaming photos whose file names are not UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CatalogError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        for where, lineno, obj in iter_jsonl(f, path):
             art = _parse_line(obj, where, root)
             if art.id in seen:
                 raise CatalogError(f"{where}: duplicate article id {art.id!r} (first on line {seen[art.id]})")

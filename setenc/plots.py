@@ -26,6 +26,17 @@ FRAME = {True: "#1a9850", False: "#d73027", None: "#bbbbbb"}  # hit green, miss 
 CELL = 1.7  # inches per photo
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight_bbox: bool = False) -> Path:
+    """Lay out, write (creating the folder) and close a figure; `tight_bbox` never clips long tick labels."""
+    if not tight_bbox:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight_bbox else None)
+    plt.close(fig)
+    return path
+
+
 def _thumb(photo: Photo, size: int = 160) -> np.ndarray | None:
     """A small RGB array of the photo, or None when it cannot be read (drawn as a blank cell, never a crash)."""
     try:
@@ -83,12 +94,7 @@ def retrieval_grid(queries: Sequence[Row], path: str | os.PathLike, max_photos: 
             _show(ax, art_photos[0] if len(art_photos) else None, FRAME[is_hit], 1.0 if is_hit is None else 4.0)
             label = aid if len(aid) <= 20 else aid[:19] + "…"
             ax.set_title(f"#{rank + 1} {label}\n{score:.3f}", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def embedding_map(vectors: np.ndarray, labels: Sequence | None, path: str | os.PathLike, method: str = "tsne",
@@ -128,12 +134,7 @@ def embedding_map(vectors: np.ndarray, labels: Sequence | None, path: str | os.P
     ax.set_title(f"{method}: {len(x)} articles, {len(names)} labels", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:

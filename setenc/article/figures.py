@@ -16,18 +16,14 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from ..errors import SetencError  # noqa: E402
-from ..plots import FRAME, _show  # noqa: E402
+from ..plots import FRAME, _show, save_figure  # noqa: E402
 
 Pick = tuple[int, int, float]  # (row, column, similarity)
 ViewRow = tuple[str, Sequence, Sequence[float] | None, bool | None]  # (label, photo per view, sims, same label?)
 
 
 def _save(fig, path: str | os.PathLike, dpi: int = 90) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # long tick labels are never clipped
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tight_bbox=True)
 
 
 def matching_comparison(S: np.ndarray, picks: dict[str, Sequence[Pick]], path: str | os.PathLike) -> Path:

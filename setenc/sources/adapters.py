@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
-from ..catalog import Article, Catalog
+from ..catalog import Article, Catalog, iter_jsonl
 from ..errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -216,15 +215,9 @@ def from_abo(
     missing = photoless = duplicates = 0
     for file in files:
         with _open_text(file) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CatalogError(f"{file}:{lineno}: not valid JSON ({e.msg})") from None
+            for where, _, obj in iter_jsonl(f, file):
                 if not isinstance(obj, dict) or not obj.get("item_id"):
-                    raise CatalogError(f"{file}:{lineno}: a listing needs an 'item_id'")
+                    raise CatalogError(f"{where}: a listing needs an 'item_id'")
                 item = str(obj["item_id"])
                 if item in articles:
                     duplicates += 1
