@@ -31,7 +31,7 @@ def main() -> None:
 
     from setenc.backbones import create_backbone
     from setenc.errors import CheckpointError
-    from setenc.evaluate import evaluate_catalog
+    from setenc.evaluate import evaluate_catalog, markdown_report
     from setenc.model import SetEncoder
     from setenc.paths import cache_dir
 
@@ -51,7 +51,7 @@ def main() -> None:
     report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
                               args.matchers, args.protocols, args.split, not args.no_tune, args.out,
                               not args.no_pictures)
-    print((Path(args.out) / "report.md").read_text())
+    print(markdown_report(report))
 
 
 if __name__ == "__main__":
