@@ -21,11 +21,27 @@ from .config import TrainConfig, load_config
 PARAMETER_FREE = ("mean", "chamfer", "recursive", "linear")
 
 
+def _top_level_items(text: str) -> list[str]:
+    """Split on commas outside [...] / {...}, so a value may be a YAML list: `split=[0.7,0.0,0.3],lr=1e-3`."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """`"pma:lr=1e-3,head_kwargs.dim=256"` -> ("pma", {"head": "pma", "lr": 0.001, "head_kwargs.dim": 256})."""
+    """`"pma:lr=1e-3,head_kwargs.dim=256"` -> ("pma", {"head": "pma", "lr": 0.001, "head_kwargs.dim": 256}).
+
+    Values are YAML, so lists work too: `"proj:split=[0.7,0.0,0.3]"`.
+    """
     name, _, rest = spec.partition(":")
     overrides: dict = {"head": name}
-    for item in filter(None, rest.split(",")):
+    for item in _top_level_items(rest):
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"head spec {spec!r}: {item!r} is not key=value")

@@ -12,6 +12,10 @@ def test_parse_spec():
     assert name == "pma" and over == {"head": "pma", "lr": 1e-3, "head_kwargs.dim": 256, "head_kwargs.skip": True}
     with pytest.raises(ValueError, match="key=value"):
         parse_spec("pma:lr")
+    # commas inside a YAML list or mapping belong to the value
+    _, over = parse_spec("proj:split=[0.7,0.0,0.3],head_kwargs={out_dim: 8, init: random},epochs=5")
+    assert over == {"head": "proj", "split": [0.7, 0.0, 0.3], "head_kwargs": {"out_dim": 8, "init": "random"},
+                    "epochs": 5}
 
 
 def test_summarise_is_mean_and_population_std_per_method():
