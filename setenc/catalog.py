@@ -233,7 +233,7 @@ def catalog_key(catalog: Catalog) -> str:
     return f"{catalog.name}:{h}"
 
 
-def _bucket(key: str, seed: int) -> float:
+def hash_bucket(key: str, seed: int) -> float:
     """A stable pseudo-random number in [0, 1) from a string: splits depend on ids, never on the global RNG."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -258,7 +258,7 @@ def split_catalog(
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for a in catalog.articles:
         key = a.group if by == "group" and a.group is not None else a.id
-        u = _bucket(key, seed)
+        u = hash_bucket(key, seed)
         name = "train" if u < edges[0] else "val" if u < edges[1] else "test"
         parts[name].append(a.id)
     return {k: catalog.subset(v, name=f"{catalog.name}-{k}") for k, v in parts.items()}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .catalog import Catalog, catalog_key, split_catalog
+from .catalog import Catalog, hash_bucket, catalog_key, split_catalog
 from .data import pad_sets
 from .embed import EmbeddingCache, article_embeddings, embed_catalog
 from .matching import create_matcher, pairwise_scores, tune_matcher
@@ -50,7 +51,10 @@ def matcher_scores(matcher, p: Protocol) -> np.ndarray:
 
 
 def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) -> tuple[Catalog, Catalog | None, str]:
-    """(articles to score, validation articles for tuning or None, a sentence saying which and why)."""
+    """(articles to score, articles to tune matchers on or None, a sentence saying which and why).
+
+    Matchers are tuned on the validation split, or on the training split when the run had none.
+    """
     trained = [e for e in encoders.values() if e.training_info.get("catalog") == catalog_key(catalog)]
     if split == "all" or (split == "auto" and not trained):
         return catalog, None, "whole catalog (no head was trained on it)"
@@ -58,7 +62,8 @@ def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) 
     info = info.training_info if info is not None else {}
     parts = split_catalog(catalog, tuple(info.get("split", (0.8, 0.1, 0.1))), info.get("split_by", "group"),
                           info.get("split_seed", 0))
-    return parts["test"], parts["val"], f"test split ({len(parts['test'])} articles held out from training)"
+    tune_on = parts["val"] if len(parts["val"]) else parts["train"]  # never the test articles (as in setenc.sweep)
+    return parts["test"], tune_on, f"test split ({len(parts['test'])} articles held out from training)"
 
 
 def evaluate_sets(
@@ -106,8 +111,24 @@ def _row(method: str, p: Protocol, s: np.ndarray, seconds: float, options: str |
     return row
 
 
-def tune_matchers(sets: list[np.ndarray], catalog: Catalog) -> dict[str, dict]:
-    """`s` / `m` of recursive and linear by MAP@R on validation articles (group protocol, else self)."""
+def tune_matchers(sets: list[np.ndarray], catalog: Catalog, max_articles: int = 400) -> dict[str, dict]:
+    """`s` / `m` of recursive and linear by MAP@R on validation articles (group protocol, else self).
+
+    The grid costs (queries x gallery) pairwise matchings per point, so a large tuning split (the training split
+    of a run without validation) is cut to whole groups, chosen by hashed name, up to `max_articles` articles.
+    """
+    if len(catalog) > max_articles:
+        keys = [a.group if a.group is not None else a.id for a in catalog.articles]
+        ranked = sorted(set(keys), key=lambda k: hash_bucket(k, 0))
+        sizes = Counter(keys)
+        kept, n = set(), 0
+        for k in ranked:
+            if n and n + sizes[k] > max_articles:
+                break
+            kept.add(k)
+            n += sizes[k]
+        idx = [i for i, k in enumerate(keys) if k in kept]
+        sets, catalog = [sets[i] for i in idx], catalog.subset([catalog.articles[i].id for i in idx])
     ps = make_protocols(sets, catalog, ("group", "self"))
     if not ps:
         return {}

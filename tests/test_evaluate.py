@@ -68,6 +68,12 @@ def test_split_holds_out_what_the_head_trained_on(tiny_catalog):
     enc.training_info = {"catalog": catalog_key(cat), "split": [0.5, 0.25, 0.25], "split_by": "group", "split_seed": 0}
     test, val, why = choose_split(cat, {"h": enc}, "auto")
     assert test.ids == split_catalog(cat, (0.5, 0.25, 0.25))["test"].ids and "held out" in why
+    assert val.ids == split_catalog(cat, (0.5, 0.25, 0.25))["val"].ids
+    # a run without a validation split: matchers are tuned on its training split, never on the test articles
+    enc.training_info["split"] = [0.75, 0.0, 0.25]
+    test, val, _ = choose_split(cat, {"h": enc}, "auto")
+    parts = split_catalog(cat, (0.75, 0.0, 0.25))
+    assert test.ids == parts["test"].ids and val.ids == parts["train"].ids and not set(val.ids) & set(test.ids)
 
 
 def test_evaluate_catalog_writes_report(tiny_catalog, fake_backbone, tmp_path):
@@ -80,3 +86,20 @@ def test_evaluate_catalog_writes_report(tiny_catalog, fake_backbone, tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| group | mean |" in md and "fake:v1" in md
     assert markdown_report(report) == md
+
+
+def test_tuning_a_large_split_uses_whole_groups_up_to_the_cap(monkeypatch):
+    import setenc.evaluate as ev
+
+    rng = np.random.default_rng(0)
+    cat = Catalog([Article(f"a{i}", (f"/x/{i}.jpg",), f"g{i // 3}") for i in range(60)], root=None)
+    sets = [rng.normal(size=(2, 8)).astype(np.float32) for _ in range(60)]
+    seen = []
+    monkeypatch.setattr(ev, "make_protocols", lambda s, c, names: seen.append(c) or [])
+    assert ev.tune_matchers(sets, cat, max_articles=20) == {}
+    kept = seen[0]
+    groups = {a.group for a in kept}
+    assert len(kept) == 18 and all(sum(a.group == g for a in cat) == 3 for g in groups)  # whole groups only
+    assert ev.tune_matchers(sets, cat, max_articles=20) == {} and seen[1].ids == kept.ids  # deterministic
+    ev.tune_matchers(sets, cat, max_articles=100)
+    assert len(seen[2]) == 60  # under the cap: every article

@@ -67,7 +67,8 @@ def held_out(sets: list[np.ndarray], cat: Catalog, encoders: dict) -> tuple[Prot
                       f"each against the whole gallery of {len(p.g_ids)}")
     v = group_protocol(_sets_of(sets, cat, val), val)
     r = group_protocol(_sets_of(sets, cat, test), test)
-    return v, r, f"{why}: its validation split ({len(v.q_ids)} queries) tunes s/m, its test split is reported"
+    return v, r, (f"{why}: its validation split (its training split when it had none; {len(v.q_ids)} queries) "
+                  "tunes s/m, its test split is reported")
 
 
 def tune(p: Protocol) -> dict[str, dict]:
