@@ -180,8 +180,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
     train_sets, train_cat = data["train"]
     val_p = next(iter(make_protocols(*data["val"])), None) if data["val"][0] else None
-    if val_p is None:
+    if val_p is None and cfg.split[1] > 0:
         warnings.warn("the validation split supports no retrieval protocol: the last epoch is kept")
+    elif val_p is None:  # a choice for small catalogues: every product trains, the schedule is fixed
+        print(f"[train] no validation split: all {cfg.epochs} epochs run and the last one is kept")
     name = cfg.run_name or f"{train_cat.name.rsplit('-', 1)[0]}-{cfg.head}-s{cfg.seed}"
     run_dir = Path(cfg.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
