@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,20 @@ def write_photos(folder: Path, n: int, seed: int = 0, size: int = 24) -> list[Pa
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+def script_env(cache: Path) -> dict:
+    """Environment for running a script in a subprocess: its own cache, wandb offline, one thread."""
+    return {**os.environ, "SETENC_CACHE": str(cache), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+
+def paired_catalog(root: Path, articles: int, photos: int, seed: int) -> Path:
+    """A manifest of `articles` articles of `photos` tiny random photos each, two articles per group."""
+    paths = write_photos(root / "img", articles * photos, seed=seed, size=20)
+    lines = [{"id": f"a{i}", "images": [str(p.relative_to(root)) for p in paths[photos * i : photos * (i + 1)]],
+              "group": f"g{i // 2}"} for i in range(articles)]
+    (root / "catalog.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return root / "catalog.jsonl"
 
 
 @pytest.fixture

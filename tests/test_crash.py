@@ -5,7 +5,6 @@ Plus: a second writer on a busy cache is refused, and training is deterministic 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,26 +16,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, write_photos
+from conftest import REPO, paired_catalog, script_env, write_photos
 
 N_PHOTOS = 60
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("setenc-cache")
-    return {**os.environ, "SETENC_CACHE": str(cache), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return script_env(tmp_path_factory.mktemp("setenc-cache"))
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     """20 articles of 3 tiny photos in 10 groups."""
-    root = tmp_path_factory.mktemp("crash-cat")
-    photos = write_photos(root / "img", N_PHOTOS, seed=3, size=20)
-    lines = [{"id": f"a{i}", "images": [str(p.relative_to(root)) for p in photos[3 * i : 3 * i + 3]],
-              "group": f"g{i // 2}"} for i in range(N_PHOTOS // 3)]
-    (root / "catalog.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    return root / "catalog.jsonl"
+    return paired_catalog(tmp_path_factory.mktemp("crash-cat"), N_PHOTOS // 3, 3, seed=3)
 
 
 def start(env, *args) -> subprocess.Popen:

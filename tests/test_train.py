@@ -4,7 +4,6 @@ the embedded default with no arguments on a fresh cache, loaded back without Lig
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,24 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, write_photos
+from conftest import REPO, paired_catalog, script_env
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("setenc-cache")
-    return {**os.environ, "SETENC_CACHE": str(cache), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return script_env(tmp_path_factory.mktemp("setenc-cache"))
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     """24 articles of 2 tiny photos in 12 groups."""
-    root = tmp_path_factory.mktemp("train-cat")
-    photos = write_photos(root / "img", 48, seed=5, size=20)
-    lines = [{"id": f"a{i}", "images": [str(p.relative_to(root)) for p in photos[2 * i : 2 * i + 2]],
-              "group": f"g{i // 2}"} for i in range(24)]
-    (root / "catalog.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    return root / "catalog.jsonl"
+    return paired_catalog(tmp_path_factory.mktemp("train-cat"), 24, 2, seed=5)
 
 
 def train(env, *args, cwd=REPO) -> str:
@@ -65,7 +58,7 @@ def test_no_validation_split_runs_every_epoch_and_keeps_the_last(env, catalog, t
 
 @pytest.mark.slow  # ~1 min on 2 cores: builds the demo catalog, exports the backbone, embeds 1,229 photos
 def test_embedded_default_runs_with_no_arguments(tmp_path):
-    env = {**os.environ, "SETENC_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    env = script_env(tmp_path / "cache")
     train(env, cwd=tmp_path)
     ckpt = tmp_path / "checkpoints" / "demo-proj-s0" / "best.pt"
     code = ("import sys, numpy as np; from setenc import SetEncoder; "
