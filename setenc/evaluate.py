@@ -170,7 +170,8 @@ def evaluate_catalog(
         tuned = tune_matchers(*article_embeddings(val, cache)[:2])
     rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
-              "split": why, "tuned": {k: v for k, v in tuned.items()}, "embedding": report_embed.summary(),
+              "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
+              "embedding": report_embed.summary(),
               "rows": rows}
     if out_dir is not None:
         out = Path(out_dir)
@@ -187,7 +188,9 @@ def markdown_report(report: dict) -> str:
     """The report as markdown: what was measured on what, then one table row per method and protocol."""
     lines = [f"# setenc evaluation — {report['catalog']}", "",
              f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`",
-             f"- matcher options tuned on validation: {report['tuned'] or 'none (no validation split)'}", "",
+             f"- matcher options: {report['tuned'] or 'defaults (nothing held out to tune them on)'}"
+             + (f", tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
+             "",
              "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
