@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .catalog import Catalog, hash_bucket, catalog_key, split_catalog
+from .catalog import Catalog, catalog_key, hash_bucket, split_catalog
 from .data import pad_sets
 from .embed import EmbeddingCache, article_embeddings, embed_catalog
 from .matching import create_matcher, pairwise_scores, tune_matcher
@@ -111,24 +111,29 @@ def _row(method: str, p: Protocol, s: np.ndarray, seconds: float, options: str |
     return row
 
 
+def whole_groups_up_to(sets: list[np.ndarray], catalog: Catalog, max_articles: int):
+    """At most `max_articles` articles made of whole groups, picked by hashed group name: the same on every run."""
+    if len(catalog) <= max_articles:
+        return sets, catalog
+    keys = [a.group if a.group is not None else a.id for a in catalog.articles]
+    sizes = Counter(keys)
+    kept, n = set(), 0
+    for k in sorted(sizes, key=lambda k: hash_bucket(k, 0)):
+        if n and n + sizes[k] > max_articles:
+            break
+        kept.add(k)
+        n += sizes[k]
+    idx = [i for i, k in enumerate(keys) if k in kept]
+    return [sets[i] for i in idx], catalog.subset([catalog.articles[i].id for i in idx])
+
+
 def tune_matchers(sets: list[np.ndarray], catalog: Catalog, max_articles: int = 400) -> dict[str, dict]:
     """`s` / `m` of recursive and linear by MAP@R on validation articles (group protocol, else self).
 
     The grid costs (queries x gallery) pairwise matchings per point, so a large tuning split (the training split
-    of a run without validation) is cut to whole groups, chosen by hashed name, up to `max_articles` articles.
+    of a run without validation) is cut to whole groups, up to `max_articles` articles.
     """
-    if len(catalog) > max_articles:
-        keys = [a.group if a.group is not None else a.id for a in catalog.articles]
-        ranked = sorted(set(keys), key=lambda k: hash_bucket(k, 0))
-        sizes = Counter(keys)
-        kept, n = set(), 0
-        for k in ranked:
-            if n and n + sizes[k] > max_articles:
-                break
-            kept.add(k)
-            n += sizes[k]
-        idx = [i for i, k in enumerate(keys) if k in kept]
-        sets, catalog = [sets[i] for i in idx], catalog.subset([catalog.articles[i].id for i in idx])
+    sets, catalog = whole_groups_up_to(sets, catalog, max_articles)
     ps = make_protocols(sets, catalog, ("group", "self"))
     if not ps:
         return {}
