@@ -111,7 +111,8 @@ def _row(method: str, p: Protocol, s: np.ndarray, seconds: float, options: str |
     return row
 
 
-def whole_groups_up_to(sets: list[np.ndarray], catalog: Catalog, max_articles: int):
+def whole_groups_up_to(sets: list[np.ndarray], catalog: Catalog,
+                       max_articles: int) -> tuple[list[np.ndarray], Catalog]:
     """At most `max_articles` articles made of whole groups, picked by hashed group name: the same on every run."""
     if len(catalog) <= max_articles:
         return sets, catalog
