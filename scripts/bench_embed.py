@@ -1,6 +1,6 @@
 """Benchmark: backbone forward-only photos/s vs the whole embedding pipeline over real JPEGs, per backbone.
 
-Forward-only runs `Backbone.encode` on pre-made tensors; the pipeline is `setenc.embed.embed_catalog`
+Forward-only runs `Backbone.encode` on pre-made tensors; the pipeline is `setenc.photos.cache.embed_catalog`
 (hash + decode + letterbox + normalise in worker processes + forward + cache write) into a fresh cache.
 Their ratio says whether decoding starves the backbone (goal >= 0.9). Forward and pipeline runs alternate
 `--repeats` times: photos/s are the best runs (other processes on a shared machine only ever slow a run down),
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from setenc.backbones import Backbone, create_backbone
-from setenc.catalog import load_catalog
-from setenc.embed import embed_catalog
-from setenc.images import load_image
+from setenc.photos import Backbone, create_backbone
+from setenc.catalogs import load_catalog
+from setenc.photos import embed_catalog
+from setenc.photos import load_image
 
 # row label -> (registry name, runtime, slow?); "clip-b32" is the random ViT-B/32-shaped CLIP
 CONFIGS = {

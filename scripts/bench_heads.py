@@ -17,12 +17,12 @@ from setenc.cli import run_main
 
 
 def main() -> None:
-    from setenc.sweep import PARAMETER_FREE, markdown_table, run_sweep, summarise
+    from setenc.training.sweep import markdown_table, run_sweep, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="catalogue YAML (configs/grocery.yaml ...); default: the demo")
     p.add_argument("--heads", nargs="+", default=["proj", "deepsets", "pma"], help="head specs to train")
-    p.add_argument("--matchers", nargs="*", default=list(PARAMETER_FREE), help="parameter-free baselines")
+    p.add_argument("--matchers", nargs="*", default=None, help="parameter-free baselines (default: every matcher that needs no view tags)")
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], help="split seeds (held-out product folds)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds per fold")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")

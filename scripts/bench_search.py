@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from setenc.cli import run_main
+from setenc.sets import pad_sets
 
 CHUNK = 8192  # synthetic articles generated (and seeded) together
 KINDS = ("flat", "ivf", "hnsw")
@@ -56,8 +57,8 @@ def parse_args() -> argparse.Namespace:
 # -- data ----------------------------------------------------------------------------------------------
 def real_data(args, encoder):
     """Real photo sets + labels: grocery queries, and a gallery of grocery gallery + fashion44k articles."""
-    from setenc.catalog import load_catalog
-    from setenc.embed import EmbeddingCache, article_embeddings, embed_catalog
+    from setenc.catalogs import load_catalog
+    from setenc.photos import photo_sets
     from setenc.paths import cache_dir
 
     root = args.cache or cache_dir("embeddings")
@@ -67,9 +68,8 @@ def real_data(args, encoder):
         if not path:
             continue
         cat = load_catalog(path)
-        report = embed_catalog(cat, backbone, root, wait_for_lock=3600)
+        sets, kept, _, report = photo_sets(cat, backbone, root, wait_for_lock=3600)
         print(f"{name}: {report.summary()}", flush=True)
-        sets, kept, dropped = article_embeddings(cat, EmbeddingCache(root, backbone.id, backbone.dim))
         parts[name] = (sets, kept)
     g_sets, g_cat = parts["grocery"]
     query = [i for i, a in enumerate(g_cat) if a.partition == "query"]
@@ -82,16 +82,6 @@ def real_data(args, encoder):
     return {"q_sets": [g_sets[i] for i in query], "q_labels": np.array([g_cat[i].group for i in query]),
             "sets": sets, "labels": np.array(labels), "embed_s": time.perf_counter() - start,
             "photos": sum(len(s) for s in sets) + sum(len(g_sets[i]) for i in query)}
-
-
-def pad(sets: list[np.ndarray], n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, N, D) float32 and (B, N) bool from (n_i, D) arrays."""
-    n = n or max(len(s) for s in sets)
-    x = np.zeros((len(sets), n, sets[0].shape[1]), np.float32)
-    mask = np.zeros((len(sets), n), bool)
-    for i, s in enumerate(sets):
-        x[i, : len(s)], mask[i, : len(s)] = s, True
-    return torch.from_numpy(x), torch.from_numpy(mask)
 
 
 def encode(encoder, x: torch.Tensor, mask: torch.Tensor, batch: int = 4096) -> np.ndarray:
@@ -139,7 +129,7 @@ class Synthesizer:
         """Chunk c as padded (count, max_n, D) sets + mask, for pairwise matching."""
         photos, n, src = self.chunk(c, count)
         bounds = np.cumsum(n)
-        return (*pad(np.split(photos, bounds[:-1]), self.max_n), src)
+        return (*pad_sets(np.split(photos, bounds[:-1]), self.max_n), src)
 
 
 def calibrate_sigma(real, encoder, vecs: np.ndarray, q_vecs: np.ndarray, seed: int) -> tuple[float, float]:
@@ -217,10 +207,10 @@ def top1_agrees(scores: np.ndarray, exact: np.ndarray) -> float:
 def pairwise(real, syn, encoder, size: int, q_quality) -> dict:
     """Latency and Recall@1 of recursive / linear matching against the first `size` gallery articles (the real
     ones, then the synthetic ones as photo sets), plus the gallery's labels."""
-    from setenc.matching import pairwise_scores
+    from setenc.matchers import pairwise_scores
 
     n_real = min(size, len(real["sets"]))
-    gx, gm = pad(real["sets"][:n_real], syn.max_n)
+    gx, gm = pad_sets(real["sets"][:n_real], syn.max_n)
     labels = list(real["labels"][:n_real])
     for c in range(-(-(size - n_real) // CHUNK)):
         x, m, src = syn.padded(c)
@@ -228,7 +218,7 @@ def pairwise(real, syn, encoder, size: int, q_quality) -> dict:
         gx, gm = torch.cat([gx, x[:take]]), torch.cat([gm, m[:take]])
         labels += list(real["labels"][src[:take]])
     labels = np.array(labels)
-    qx, qm = pad(real["q_sets"], syn.max_n)
+    qx, qm = pad_sets(real["q_sets"], syn.max_n)
     out = {}
     for name in ("recursive", "linear"):
         best, clock = [], Clock()
@@ -315,8 +305,8 @@ def main() -> None:
     load0 = os.getloadavg()
     t_start = time.perf_counter()
 
-    from setenc.backbones import create_backbone
-    from setenc.model import SetEncoder
+    from setenc.photos import create_backbone
+    from setenc.encoder import SetEncoder
 
     if args.checkpoint:
         encoder = SetEncoder.from_pretrained(args.checkpoint)
@@ -324,8 +314,8 @@ def main() -> None:
         encoder = SetEncoder.parameter_free(create_backbone(args.backbone))
     real = real_data(args, encoder)
     n_real = len(real["sets"])
-    real_vecs = encode(encoder, *pad(real["sets"]))  # (G_real, E)
-    q_vecs = encode(encoder, *pad(real["q_sets"]))  # (Q, E)
+    real_vecs = encode(encoder, *pad_sets(real["sets"]))  # (G_real, E)
+    q_vecs = encode(encoder, *pad_sets(real["q_sets"]))  # (Q, E)
     sigma, target = calibrate_sigma(real, encoder, real_vecs, q_vecs, args.seed)
     syn = Synthesizer(real["sets"], real["labels"], sigma, args.seed)
     print(f"{n_real} real gallery articles, {len(q_vecs)} queries; synthetic noise sigma {sigma:.3f} "

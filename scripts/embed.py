@@ -18,8 +18,8 @@ def main() -> None:
     p.add_argument("--report", default=None, help="write a JSON report (counts, skipped photos and why) here")
     args = p.parse_args()
 
-    from setenc.backbones import create_backbone
-    from setenc.embed import embed_catalog
+    from setenc.photos import create_backbone
+    from setenc.photos import embed_catalog
     from setenc.paths import cache_dir
 
     catalog = catalog_arg(args.catalog)

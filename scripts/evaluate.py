@@ -11,8 +11,8 @@ from setenc.cli import catalog_arg, run_main
 
 
 def main() -> None:
-    from setenc.evaluate import MATCHERS
-    from setenc.protocols import PROTOCOLS
+    from setenc.evaluation.protocols import PROTOCOLS
+    from setenc.matchers import list_matchers
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", nargs="*", default=[], help="trained heads (best.pt or .ckpt), one row each")
@@ -23,16 +23,16 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
     p.add_argument("--split", default="auto", choices=["auto", "test", "all"],
                    help="auto: the test split if a checkpoint was trained on this catalog, else every article")
-    p.add_argument("--matchers", nargs="*", default=list(MATCHERS), help=f"subset of {MATCHERS}")
+    p.add_argument("--matchers", nargs="*", default=list_matchers(), help=f"subset of {list_matchers()}")
     p.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), help=f"subset of {PROTOCOLS}")
     p.add_argument("--no-tune", action="store_true", help="do not tune s/m of recursive/linear on validation")
     p.add_argument("--no-pictures", action="store_true")
     args = p.parse_args()
 
-    from setenc.backbones import create_backbone
+    from setenc.photos import create_backbone
     from setenc.errors import CheckpointError
-    from setenc.evaluate import evaluate_catalog, markdown_report
-    from setenc.model import SetEncoder
+    from setenc.evaluation.report import evaluate_catalog, markdown_report
+    from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
 
     encoders = {}

@@ -25,11 +25,11 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
     args = p.parse_args()
 
-    from setenc.backbones import create_backbone
+    from setenc.photos import create_backbone
     from setenc.index import export_index
-    from setenc.model import SetEncoder
+    from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
-    from setenc.sources import make_demo_catalog
+    from setenc.catalogs import make_demo_catalog
 
     if args.checkpoint:
         encoder = SetEncoder.from_pretrained(args.checkpoint)

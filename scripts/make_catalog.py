@@ -31,8 +31,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from setenc.catalog import load_catalog, write_catalog
-    from setenc.sources import from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
+    from setenc.catalogs import load_catalog, write_catalog
+    from setenc.catalogs import from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
 
     want = {"demo": 0, "abo": 3}.get(args.source, 1)
     if len(args.src) != want:

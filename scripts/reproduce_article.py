@@ -30,10 +30,10 @@ def main() -> None:
 
     import torch
 
-    from setenc.article import reproduce
-    from setenc.backbones import create_backbone
+    from setenc_experiments.seed_article import reproduce
+    from setenc.photos import create_backbone
     from setenc.errors import CatalogError, CheckpointError
-    from setenc.model import SetEncoder
+    from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
 
     for flag, folder in (("--fashion", args.fashion), ("--multiview", args.multiview), ("--grocery", args.grocery)):

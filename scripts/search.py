@@ -21,10 +21,10 @@ def main() -> None:
     p.add_argument("--png", default=None, help="also draw the query photos and each neighbour's photos here")
     args = p.parse_args()
 
-    from setenc.catalog import load_catalog
+    from setenc.catalogs import load_catalog
     from setenc.index import SetIndex
-    from setenc.model import SetEncoder
-    from setenc.plots import retrieval_grid
+    from setenc.encoder import SetEncoder
+    from setenc.evaluation.plots import retrieval_grid
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)

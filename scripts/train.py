@@ -14,7 +14,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 
 def main() -> None:
-    from setenc.config import add_config_args, load_config, parse_overrides
+    from setenc.training.config import add_config_args, load_config, parse_overrides
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name} when present)")
@@ -29,7 +29,7 @@ def main() -> None:
     config = ns.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     cfg = load_config(config, parse_overrides(ns, extra))
 
-    from setenc.lit import train
+    from setenc.training import train
 
     result = train(cfg, resume=ns.resume)
     print(json.dumps(result, indent=2))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from .catalog import Catalog, load_catalog
-from .errors import SetencError
+from setenc.catalogs import Catalog, load_catalog
+from setenc.errors import SetencError
 
 
 def run_main(main: Callable[[], None]) -> None:
@@ -21,12 +21,18 @@ def run_main(main: Callable[[], None]) -> None:
         sys.exit(130)
 
 
-def catalog_arg(path: str | None, seed: int = 0) -> Catalog:
-    """The catalog named on the command line, or the generated demo catalog when none is given."""
-    if path is None:
-        from .sources import make_demo_catalog
+DEMO = "demo"  # `--catalog demo` names the generated demo catalog explicitly (a config may name another)
 
-        catalog = load_catalog(make_demo_catalog(seed=seed))
+
+def catalog_arg(path: str | None) -> Catalog:
+    """The catalog named on the command line, or the generated demo catalog when none is given (or `demo`).
+
+    The demo is always built with its own fixed seed: every training seed and every baseline sees the same one.
+    """
+    if path is None or path == DEMO:
+        from setenc.catalogs import make_demo_catalog
+
+        catalog = load_catalog(make_demo_catalog())
         catalog.name = "demo"
         return catalog
     return load_catalog(path)

@@ -7,40 +7,13 @@ entry and every pooling is masked, so padding never leaks into the result. A hea
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import SetencError
-
-
-def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None) -> None:
-    """Fail early, with a message, on batches a head cannot pool (wrong shapes, an empty set)."""
-    if x.dim() != 3:
-        raise ValueError(f"photo vectors must have shape (B, N, D), got {tuple(x.shape)}")
-    if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(x.shape[:2])} (True = real photo), "
-                         f"got {mask.dtype} {tuple(mask.shape)}")
-    if in_dim is not None and x.shape[-1] != in_dim:
-        raise ValueError(f"this head takes {in_dim}-d photo vectors but got {x.shape[-1]}-d ones: "
-                         "use a head trained on the same backbone")
-    empty = ~mask.any(dim=1)
-    if bool(empty.any()):
-        i = int(empty.nonzero()[0, 0])
-        raise SetencError(f"empty set at batch index {i}: every article needs at least one photo; "
-                          "drop the article or give it photos")
-
-
-def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over the real photos of each set: (B, N, D), (B, N) -> (B, D); padded slots count as zero."""
-    return x.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the real photos of each set: (B, N, D), (B, N) -> (B, D)."""
-    return masked_sum(x, mask) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+from setenc.errors import SetencError
+from setenc.registry import Registry
+from setenc.sets import check_sets, masked_mean, masked_sum
 
 
 def identity_init_(linear: nn.Linear) -> None:
@@ -193,9 +166,9 @@ class DeepSetsHead(SetHead):
 class MAB(nn.Module):
     """Multihead Attention Block (Lee et al. 2019): H = LN(X + Att(X, Y, Y)); out = LN(H + rFF(H))."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
-        self.att = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.att = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.ln1 = nn.LayerNorm(dim)
         self.ln2 = nn.LayerNorm(dim)
         self.ff = _mlp(dim, dim, dim, dropout)
@@ -211,9 +184,9 @@ class MAB(nn.Module):
 class SAB(nn.Module):
     """Self-attention over the photos: MAB(X, X)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
-        self.mab = MAB(dim, heads, dropout)
+        self.mab = MAB(dim, num_heads, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.mab(x, x, mask)
@@ -222,12 +195,12 @@ class SAB(nn.Module):
 class ISAB(nn.Module):
     """Induced self-attention, O(N m): m learned points summarise the photos, the photos read them back."""
 
-    def __init__(self, dim: int, heads: int, inducing: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, inducing: int, dropout: float):
         super().__init__()
         self.points = nn.Parameter(torch.empty(1, inducing, dim))
         nn.init.xavier_uniform_(self.points)
-        self.mab_in = MAB(dim, heads, dropout)
-        self.mab_out = MAB(dim, heads, dropout)
+        self.mab_in = MAB(dim, num_heads, dropout)
+        self.mab_out = MAB(dim, num_heads, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.mab_in(self.points.expand(x.shape[0], -1, -1), x, mask)  # (B, m, d)
@@ -243,28 +216,28 @@ class PMAHead(SetHead):
 
     name = "pma"
 
-    def __init__(self, in_dim: int, out_dim: int | None = None, dim: int | None = None, heads: int = 4,
+    def __init__(self, in_dim: int, out_dim: int | None = None, dim: int | None = None, num_heads: int = 4,
                  seeds: int = 1, encoder: str = "none", layers: int = 2, inducing: int = 16,
                  dropout: float = 0.0, skip: bool = True):
         out_dim = out_dim or in_dim
         dim = dim or in_dim
-        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, dim=dim, heads=heads, seeds=seeds, encoder=encoder,
+        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, dim=dim, num_heads=num_heads, seeds=seeds, encoder=encoder,
                                                layers=layers, inducing=inducing, dropout=dropout, skip=skip))
         _check_choice(self.name, "encoder", encoder, ("none", "sab", "isab"))
         _check_dropout(self.name, dropout)
-        if heads < 1 or dim % heads:
-            raise SetencError(f"head 'pma': dim={dim} must be divisible by heads={heads}")
+        if num_heads < 1 or dim % num_heads:
+            raise SetencError(f"head 'pma': dim={dim} must be divisible by num_heads={num_heads}")
         if seeds < 1 or layers < 0 or inducing < 1:
             raise SetencError(f"head 'pma': seeds={seeds} and inducing={inducing} must be >= 1, layers={layers} >= 0")
         self.inp = nn.Identity() if dim == in_dim else nn.Linear(in_dim, dim)
         n_blocks = 0 if encoder == "none" else layers
         self.blocks = nn.ModuleList(
-            SAB(dim, heads, dropout) if encoder == "sab" else ISAB(dim, heads, inducing, dropout)
+            SAB(dim, num_heads, dropout) if encoder == "sab" else ISAB(dim, num_heads, inducing, dropout)
             for _ in range(n_blocks))
         self.ff = _mlp(dim, dim, dim, dropout)  # PMA_k(Z) = MAB(S, rFF(Z))
         self.seeds = nn.Parameter(torch.empty(1, seeds, dim))
         nn.init.xavier_uniform_(self.seeds)
-        self.pma = MAB(dim, heads, dropout)
+        self.pma = MAB(dim, num_heads, dropout)
         self.out = nn.Linear(seeds * dim, out_dim)
         self.skip = GatedSkip(in_dim, out_dim) if skip else None
 
@@ -280,17 +253,16 @@ class PMAHead(SetHead):
         return y if self.skip is None else self.skip(x, mask, y)
 
 
-HEADS: dict[str, type[SetHead]] = {
-    "mean": MeanHead,
-    "proj": ProjHead,
-    "deepsets": DeepSetsHead,
-    "pma": PMAHead,
-}
+HEADS: Registry[SetHead] = Registry("head", fixed=("in_dim",))
+for _cls in (MeanHead, ProjHead, DeepSetsHead, PMAHead):
+    HEADS.register(_cls.name, _cls)
+
+LEGACY_OPTIONS = {"pma": {"heads": "num_heads"}}  # option renames: checkpoints written before them still load
 
 
 def list_heads() -> list[str]:
     """Names accepted by `create_head`."""
-    return list(HEADS)
+    return HEADS.names()
 
 
 def create_head(name: str, in_dim: int, **kw) -> SetHead:
@@ -301,12 +273,7 @@ def create_head(name: str, in_dim: int, **kw) -> SetHead:
         in_dim: width of the photo vectors (the backbone's embedding dim).
         **kw: the head's options; unknown ones are an error, not silently ignored.
     """
-    if name not in HEADS:
-        raise KeyError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
-    cls = HEADS[name]
-    options = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim")]
-    unknown = sorted(set(kw) - set(options))
-    if unknown:
-        raise SetencError(f"head {name!r} has no option {', '.join(unknown)}; "
-                          f"its options are: {', '.join(options) or 'none'}")
-    return cls(in_dim, **kw)
+    for old, new in LEGACY_OPTIONS.get(name, {}).items():
+        if old in kw and new not in kw:
+            kw[new] = kw.pop(old)
+    return HEADS.create(name, in_dim, **kw)

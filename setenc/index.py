@@ -31,12 +31,12 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
-from .catalog import Catalog, load_catalog
-from .embed import EmbeddingCache, article_embeddings, embed_catalog
-from .errors import CheckpointError, SetencError
-from . import __version__
-from .model import SetEncoder
-from .paths import file_sha256
+from setenc.catalogs import Catalog, load_catalog
+from setenc.photos import photo_sets
+from setenc.errors import CheckpointError, SetencError
+from setenc import __version__
+from setenc.encoder import SetEncoder
+from setenc.paths import file_sha256
 
 FORMAT = "setenc-index-v1"
 FILES = ("index.faiss", "ids.json", "vectors.npy")
@@ -190,9 +190,7 @@ def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
     empty = np.zeros((0, encoder.head.out_dim), np.float32)
     if len(catalog) == 0:
         return empty, [], []
-    backbone = encoder.backbone
-    embed_catalog(catalog, backbone, cache_root, progress=progress)
-    sets, kept, dropped = article_embeddings(catalog, EmbeddingCache(cache_root, backbone.id, backbone.dim))
+    sets, kept, dropped, _ = photo_sets(catalog, encoder.backbone, cache_root, progress=progress)
     if not sets:
         return empty, [], dropped
     vecs = encoder.encode_sets(sets).astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
@@ -384,7 +382,7 @@ def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike 
 
 def encoder_from_manifest(manifest: dict) -> SetEncoder:
     """Rebuild the export's encoder: a parameter-free head from its config, else the recorded checkpoint."""
-    from .heads import create_head
+    from setenc.heads import create_head
 
     ckpt = manifest["checkpoint"]
     if ckpt["sha256"] is None:

@@ -1,8 +1,9 @@
 """Contrastive losses on L2-normalised embeddings (they take vectors, never models; open_clip / PML style).
 
-`InfoNCE` is the two-view loss: row i of `a` and row i of `b` are one positive pair, every other row a negative,
-unless `labels` says two rows belong to the same group. `SupConLoss` takes one batch of embeddings with labels and
-treats every same-label item as a positive, for when groups give several positives per anchor.
+One call shape for every loss: `loss(a, b, labels=None)` — row i of `a` and row i of `b` are the two views of one
+positive pair, and `labels` (optional, (B,)) says which rows belong to the same group, so same-group rows are never
+treated as negatives. `InfoNCE` contrasts each view with the other side's rows; `SupConLoss` pools both views into
+one batch and treats every same-label item as a positive, for when groups give several positives per anchor.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import SetencError
+from setenc.errors import SetencError
+from setenc.registry import Registry
 
 
 class ContrastiveLoss(nn.Module):
@@ -75,13 +77,23 @@ class InfoNCE(ContrastiveLoss):
 class SupConLoss(ContrastiveLoss):
     """Supervised contrastive loss (Khosla et al. 2020, L_out): every same-label item is a positive."""
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean over anchors that have a positive; 0 (still differentiable) when none has one.
+    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the 2B anchors of both views; row i of `a` and of `b` always share a label.
 
         Args:
-            z: (M, E) L2-normalised embeddings, e.g. both views of a batch concatenated.
-            labels: (M,) group ids.
+            a: (B, E) embeddings of the first views, L2-normalised.
+            b: (B, E) embeddings of the second views, L2-normalised.
+            labels: optional (B,) group ids; without them each pair is its own class.
         """
+        if a.dim() != 2 or a.shape != b.shape:
+            raise ValueError(f"SupConLoss: a and b must both be (B, E), got {tuple(a.shape)} and {tuple(b.shape)}")
+        if labels is None:
+            labels = torch.arange(a.shape[0], device=a.device)
+        _check_labels(labels, a.shape[0], "SupConLoss")
+        return self.pooled(torch.cat([a, b]), torch.cat([labels, labels]))
+
+    def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """SupCon on one batch `z (M, E)` with labels `(M,)`; 0 (still differentiable) when no anchor has a positive."""
         if z.dim() != 2:
             raise ValueError(f"SupConLoss: z must be (M, E), got {tuple(z.shape)}")
         _check_labels(labels, z.shape[0], "SupConLoss")
@@ -98,19 +110,16 @@ class SupConLoss(ContrastiveLoss):
         return -mean_log_prob_pos.mean()
 
 
-LOSSES: dict[str, type[ContrastiveLoss]] = {
-    "infonce": InfoNCE,
-    "supcon": SupConLoss,
-}
+LOSSES: Registry[ContrastiveLoss] = Registry("loss")
+LOSSES.register("infonce", InfoNCE)
+LOSSES.register("supcon", SupConLoss)
 
 
 def list_losses() -> list[str]:
     """Names accepted by `create_loss`."""
-    return list(LOSSES)
+    return LOSSES.names()
 
 
 def create_loss(name: str, **kw) -> ContrastiveLoss:
     """Build a loss by name, e.g. `create_loss("infonce", temperature=0.05, learnable=True)`."""
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}")
-    return LOSSES[name](**kw)
+    return LOSSES.create(name, **kw)

@@ -1,5 +1,6 @@
 """Where setenc keeps generated data and caches (`$SETENC_CACHE`, else `~/.cache/setenc`), and file digests."""
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -14,7 +15,16 @@ def cache_dir(*parts: str) -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes: pins checkpoints, weights and index files."""
+    """sha256 of a file's bytes: pins checkpoints, weights and index files.
+
+    Memoised per (path, size, mtime), because weight files are large and read by every backbone creation.
+    """
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

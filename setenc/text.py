@@ -12,8 +12,9 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .errors import SetencError
-from .metrics import retrieval_metrics
+from setenc.errors import SetencError
+from setenc.registry import Registry
+from setenc.evaluation.metrics import retrieval_metrics
 
 ALPHA_GRID = tuple(round(a / 10, 1) for a in range(11))  # 0.0 (text only) … 1.0 (image only)
 
@@ -69,19 +70,18 @@ class TfidfTextEncoder(TextEncoder):
         return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
-_TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"tfidf": TfidfTextEncoder}
+TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
+TEXT_ENCODERS.register("tfidf", TfidfTextEncoder)
 
 
 def list_text_encoders() -> list[str]:
     """Names accepted by `create_text_encoder`."""
-    return sorted(_TEXT_ENCODERS)
+    return TEXT_ENCODERS.names()
 
 
 def create_text_encoder(name: str = "tfidf", **kw) -> TextEncoder:
     """A text encoder by name (offline: `tfidf`)."""
-    if name not in _TEXT_ENCODERS:
-        raise KeyError(f"unknown text encoder {name!r}; known: {', '.join(list_text_encoders())}")
-    return _TEXT_ENCODERS[name](**kw)
+    return TEXT_ENCODERS.create(name, **kw)
 
 
 def fuse(image_scores: np.ndarray, text_scores: np.ndarray, alpha: float) -> np.ndarray:

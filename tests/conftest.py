@@ -75,7 +75,7 @@ class FakeBackbone:
     dim = 8
 
     def __init__(self):
-        from setenc.images import ImageTransform
+        from setenc.photos import ImageTransform
 
         self.transform = ImageTransform(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         self.proj = torch.randn(3, self.dim, generator=torch.Generator().manual_seed(0))

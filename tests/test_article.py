@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from setenc.article import WORKED_MATRIX, chance_precision, precision_at_k, reproduce, worked_example
-from setenc.article.common import leave_one_out, matcher_scores, split_queries
-from setenc.article.figures import distance_matrix, matching_comparison, method_bars, view_table
-from setenc.article.fusion import compare
-from setenc.article.ordered import LUMA_VIEWS, eth_objects, luma_views
-from setenc.catalog import Article, Catalog
+from setenc_experiments.seed_article import WORKED_MATRIX, chance_precision, precision_at_k, reproduce, worked_example
+from setenc_experiments.seed_article.common import leave_one_out, matcher_scores, split_queries
+from setenc_experiments.seed_article.figures import distance_matrix, matching_comparison, method_bars, view_table
+from setenc_experiments.seed_article.fusion import compare
+from setenc_experiments.seed_article.ordered import LUMA_VIEWS, eth_objects, luma_views
+from setenc.catalogs import Article, Catalog
 
 from conftest import write_photos
 

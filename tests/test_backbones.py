@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import setenc.backbones as backbones
-from setenc.backbones import OnnxBackbone, TorchBackbone, create_backbone, list_backbones
+import setenc.photos.backbones as backbones
+from setenc.photos.backbones import OnnxBackbone, TorchBackbone, create_backbone, list_backbones
 from setenc.errors import CheckpointError, SetencError
 
 
@@ -56,7 +56,7 @@ def clip_dir(tmp_path_factory):
 
 def test_registry():
     assert set(list_backbones()) >= {"efficientnet-lite0", "efficientnet-lite2", "clip", "hf", "onnx"}
-    with pytest.raises(KeyError, match="efficientnet-lite0"):
+    with pytest.raises(SetencError, match="efficientnet-lite0"):
         create_backbone("resnet-9000")
 
 
@@ -188,7 +188,7 @@ def test_onnx_file_backbone(conv_onnx):
 
 
 def test_poolings_against_loops():
-    from setenc.backbones.onnx import _pool
+    from setenc.photos.backbones.onnx import _pool
 
     y = torch.randn(2, 5, 4)  # (B, T, D)
     assert torch.equal(_pool(y, "token0"), torch.stack([y[b, 0] for b in range(2)]))
@@ -219,7 +219,7 @@ def lite0_pair():
 
 
 def test_efficientnet_lite0_torch_equals_onnx(lite0_pair):
-    from setenc.backbones.efficientnet import weights_path
+    from setenc.photos.backbones.efficientnet import weights_path
 
     t, o = lite0_pair
     sha = hashlib.sha256(weights_path("efficientnet-lite0").read_bytes()).hexdigest()
@@ -235,8 +235,8 @@ def test_efficientnet_lite0_torch_equals_onnx(lite0_pair):
 
 
 def test_onnx_export_is_cached_and_atomic(lite0_pair):
-    from setenc.backbones.onnx import export_onnx
-    from setenc.backbones.efficientnet import efficientnet_lite
+    from setenc.photos.backbones.onnx import export_onnx
+    from setenc.photos.backbones.efficientnet import efficientnet_lite
 
     path = lite0_pair[1].path
     mtime = path.stat().st_mtime_ns

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from setenc.catalog import Article, Catalog, load_catalog, split_catalog, write_catalog
+from setenc.catalogs import Article, Catalog, load_catalog, split_catalog, write_catalog
 from setenc.errors import CatalogError, SetencError
 
 

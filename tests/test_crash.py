@@ -84,10 +84,10 @@ def test_embed_killed_midway_resumes_and_a_second_writer_is_refused(env, catalog
 
     # same vectors as an uninterrupted run: compare with the backbone on the decoded photos directly
     monkeypatch.setenv("SETENC_CACHE", env["SETENC_CACHE"])  # the ONNX export the scripts made
-    from setenc.backbones import create_backbone
-    from setenc.catalog import load_catalog
-    from setenc.embed import EmbeddingCache
-    from setenc.images import load_image
+    from setenc.photos import create_backbone
+    from setenc.catalogs import load_catalog
+    from setenc.photos import EmbeddingCache
+    from setenc.photos import load_image
 
     backbone = create_backbone("efficientnet-lite0")
     cache = EmbeddingCache(cache_root, backbone.id, backbone.dim)
@@ -155,7 +155,7 @@ def test_truncated_last_checkpoint_is_refused_on_resume(env, catalog, tmp_path):
 
 def test_embedding_leaves_the_global_rng_alone(tmp_path, fake_backbone):
     """Else a seeded train run on a cold cache initialises its head differently from one on a warm cache."""
-    from setenc.embed import embed_catalog
+    from setenc.photos import embed_catalog
 
     photos = write_photos(tmp_path / "img", 3)
     torch.manual_seed(0)

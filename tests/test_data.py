@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from setenc.catalog import Article, Catalog
-from setenc.data import PairDataset, augment, collate_pairs, pad_sets, split_photos
+from setenc.catalogs import Article, Catalog
+from setenc.training.pairs import PairDataset, augment, collate_pairs, pad_sets, split_photos
 
 
 def _catalog(groups, sizes, pairs=None, sessions=None):

@@ -28,7 +28,7 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def grocery_slice(tmp_path_factory) -> Path:
     """12 products of the real grocery catalogue, every capture session kept (query/gallery partition intact)."""
-    from setenc.catalog import load_catalog, write_catalog
+    from setenc.catalogs import load_catalog, write_catalog
 
     cat = load_catalog(real_catalog("grocery"))
     groups = sorted({a.group for a in cat})[::5][:12]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from setenc.catalog import load_catalog
-from setenc.embed import EmbeddingCache, article_embeddings, embed_catalog
+from setenc.catalogs import load_catalog
+from setenc.photos import EmbeddingCache, article_embeddings, embed_catalog
 from setenc.errors import SetencError
 
 
@@ -23,7 +23,7 @@ def test_second_run_embeds_nothing(tiny_catalog, fake_backbone, tmp_path):
 
 
 def test_vectors_match_direct_encoding(tiny_catalog, fake_backbone, tmp_path):
-    from setenc.images import load_image
+    from setenc.photos import load_image
 
     cat = load_catalog(tiny_catalog)
     embed_catalog(cat, fake_backbone, tmp_path / "cache", progress=False, num_workers=0, batch_size=5)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import torch
 
-from setenc.catalog import Article, Catalog, catalog_key, load_catalog, split_catalog
-from setenc.evaluate import choose_split, evaluate_catalog, evaluate_sets, markdown_report
+from setenc.catalogs import Article, Catalog, catalog_key, load_catalog, split_catalog
+from setenc.evaluation.report import choose_split, evaluate_catalog, evaluate_sets, markdown_report
 from setenc.heads import create_head
-from setenc.model import SetEncoder
+from setenc.encoder import SetEncoder
 
 
 def _clustered(n_groups=6, per=3, d=16, seed=0):
@@ -89,7 +89,7 @@ def test_evaluate_catalog_writes_report(tiny_catalog, fake_backbone, tmp_path):
 
 
 def test_tuning_a_large_split_uses_whole_groups_up_to_the_cap(monkeypatch):
-    import setenc.evaluate as ev
+    import setenc.evaluation.tuning as ev
 
     rng = np.random.default_rng(0)
     cat = Catalog([Article(f"a{i}", (f"/x/{i}.jpg",), f"g{i // 3}") for i in range(60)], root=None)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setenc.heads import create_head, list_heads
-from setenc.matching import create_matcher, list_matchers
+from setenc.matchers import create_matcher, list_matchers
 
 D = 8
 FUZZ = settings(max_examples=30, deadline=None)

@@ -175,7 +175,7 @@ def test_pma_train_and_eval_paths_agree():
 
 
 def test_bad_inputs_and_options():
-    with pytest.raises(KeyError, match="known heads: mean"):
+    with pytest.raises(SetencError, match="known: mean"):
         create_head("nope", D)
     with pytest.raises(SetencError, match="no option hidden"):
         create_head("proj", D, hidden=3)

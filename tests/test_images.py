@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from setenc.errors import ImageError
-from setenc.images import ImageTransform, letterbox, load_image
+from setenc.photos import ImageTransform, letterbox, load_image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

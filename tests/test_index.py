@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 import setenc.index as index_mod
-from setenc.catalog import load_catalog
+from setenc.catalogs import load_catalog
 from setenc.errors import CheckpointError, SetencError
 from setenc.index import SetIndex, build_index, encoder_from_manifest, export_index
-from setenc.model import SetEncoder
+from setenc.encoder import SetEncoder
 
 from conftest import REPO, FakeBackbone
 

@@ -70,18 +70,18 @@ def test_infonce_hand_computed():
 @pytest.mark.parametrize("labels", [[0, 0, 1, 1, 2, 2, 0, 3], [1, 1, 1, 1, 1, 1, 1, 1], [0, 1, 2, 3, 4, 5, 6, 6]])
 def test_supcon_matches_loop_reference(t, labels):
     z = unit(8, seed=3)
-    got = SupConLoss(temperature=t)(z, torch.tensor(labels))
+    got = SupConLoss(temperature=t).pooled(z, torch.tensor(labels))
     assert got.item() == pytest.approx(ref_supcon(z, labels, t), rel=1e-5)
 
 
 def test_supcon_without_positives_is_zero_with_grad():
     z = unit(4, seed=4).requires_grad_()
-    loss = SupConLoss(learnable=True)(z, torch.arange(4))
+    loss = SupConLoss(learnable=True).pooled(z, torch.arange(4))
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(z.grad, torch.zeros_like(z))
     single = unit(1, seed=5).requires_grad_()
-    assert SupConLoss()(single, torch.tensor([3])).item() == 0.0
+    assert SupConLoss().pooled(single, torch.tensor([3])).item() == 0.0
 
 
 @pytest.mark.parametrize("name", ["infonce", "supcon"])
@@ -89,7 +89,7 @@ def test_learnable_temperature_gets_gradient_and_fixed_does_not(name):
     a, b = unit(6, seed=8), unit(6, seed=9)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     learned = create_loss(name, temperature=0.1, learnable=True)
-    loss = learned(a, b) if name == "infonce" else learned(torch.cat([a, b]), labels.repeat(2))
+    loss = learned(a, b, labels)  # one call shape for every loss
     loss.backward()
     assert learned.log_scale.grad is not None and learned.log_scale.grad.abs().item() > 0
     assert learned.temperature == pytest.approx(0.1)
@@ -112,7 +112,7 @@ def test_aligned_pairs_cost_less_than_shuffled():
     infonce = InfoNCE()
     assert infonce(a, b) < infonce(a, shuffled)
     supcon, labels = SupConLoss(), torch.arange(16).repeat(2)
-    assert supcon(torch.cat([a, b]), labels) < supcon(torch.cat([a, shuffled]), labels)
+    assert supcon.pooled(torch.cat([a, b]), labels) < supcon.pooled(torch.cat([a, shuffled]), labels)
 
 
 def test_gradients_are_finite_with_masked_labels():
@@ -124,7 +124,7 @@ def test_gradients_are_finite_with_masked_labels():
 def test_registry_and_bad_inputs():
     assert list_losses() == ["infonce", "supcon"]
     assert isinstance(create_loss("supcon", temperature=0.1), SupConLoss)
-    with pytest.raises(KeyError, match="known losses: infonce, supcon"):
+    with pytest.raises(SetencError, match="known: infonce, supcon"):
         create_loss("triplet")
     with pytest.raises(SetencError, match="temperature"):
         InfoNCE(temperature=0.0)
@@ -134,3 +134,14 @@ def test_registry_and_bad_inputs():
         InfoNCE()(unit(3), unit(3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="a and b"):
         InfoNCE()(unit(3), unit(4))
+
+
+@pytest.mark.parametrize("name", ["infonce", "supcon"])
+def test_every_loss_takes_two_views_and_optional_labels(name):
+    a, b = unit(6, seed=20), unit(6, seed=21)
+    loss = create_loss(name)
+    assert torch.isfinite(loss(a, b)) and torch.isfinite(loss(a, b, torch.tensor([0, 0, 1, 1, 2, 2])))
+    if name == "supcon":  # the two-view form is SupCon on both views, each pair sharing its label
+        labels = torch.tensor([0, 0, 1, 1, 2, 2])
+        assert loss(a, b, labels).item() == pytest.approx(loss.pooled(torch.cat([a, b]), labels.repeat(2)).item())
+        assert loss(a, b).item() == pytest.approx(loss.pooled(torch.cat([a, b]), torch.arange(6).repeat(2)).item())

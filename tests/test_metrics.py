@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from setenc.metrics import map_at_r, recall_at_k, retrieval_metrics
+from setenc.evaluation.metrics import map_at_r, recall_at_k, retrieval_metrics
 
 
 def naive_metrics(scores, q_labels, g_labels, ks, ignore=None):
@@ -97,7 +97,7 @@ def test_matches_naive_reference(seed, monkeypatch):
     q_labels = rng.integers(0, 5, n_q).tolist()
     g_labels = rng.integers(0, 7, n_g).tolist()
     ignore = rng.random((n_q, n_g)) < 0.1
-    monkeypatch.setattr("setenc.metrics._BLOCK", 5 * n_g)  # several query blocks
+    monkeypatch.setattr("setenc.evaluation.metrics._BLOCK", 5 * n_g)  # several query blocks
     for ign in (None, ignore):
         got = retrieval_metrics(scores, q_labels, g_labels, ks=(1, 5, 10), ignore=ign)
         want = naive_metrics(scores, q_labels, g_labels, (1, 5, 10), ign)

@@ -12,7 +12,7 @@ import torch
 
 from setenc.errors import CheckpointError
 from setenc.heads import create_head
-from setenc.model import SetEncoder
+from setenc.encoder import SetEncoder
 
 
 def _encoder(head="pma", dim=8):
@@ -78,10 +78,22 @@ def test_truncated_and_pickle_checkpoints_are_refused(tmp_path):
 
 def test_inference_does_not_import_lightning(tmp_path):
     path = _encoder().save(tmp_path / "best.pt")
-    code = ("import sys, numpy as np; from setenc.model import SetEncoder; "
+    code = ("import sys, numpy as np; from setenc.encoder import SetEncoder; "
             f"e = SetEncoder.from_pretrained({str(path)!r}); "
             "print(e.encode_sets([np.ones((2, 8), np.float32)]).shape); "
             "assert 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(1, 8)" in out.stdout
+
+
+def test_checkpoint_from_before_the_num_heads_rename_loads(tmp_path):
+    """PMA's attention-head count was called `heads`; checkpoints that say so still load, same weights."""
+    enc = SetEncoder(create_head("pma", 8, dim=8, num_heads=2).eval(), {"name": "fake", "kwargs": {}, "id": "fake:v1"}, 8)
+    blob = enc.state()
+    blob["head"] = {("heads" if k == "num_heads" else k): v for k, v in blob["head"].items()}
+    torch.save(blob, tmp_path / "old.pt")
+    old = SetEncoder.from_pretrained(tmp_path / "old.pt")
+    assert old.head.config["num_heads"] == 2 and "heads" not in old.head.config
+    x, mask = torch.randn(3, 4, 8), torch.ones(3, 4, dtype=torch.bool)
+    torch.testing.assert_close(old.encode_embeddings(x, mask), enc.encode_embeddings(x, mask))

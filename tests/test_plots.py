@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from setenc.errors import SetencError
-from setenc.plots import _project, embedding_map, retrieval_grid
+from setenc.evaluation.plots import _project, embedding_map, retrieval_grid
 
 from conftest import write_photos
 

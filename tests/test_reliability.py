@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, write_photos
-from setenc.catalog import load_catalog
+from setenc.catalogs import load_catalog
 from setenc.errors import CatalogError
 
 GOOD = 12  # good photos in the messy catalog, 2 per article
@@ -150,8 +150,8 @@ def test_embed_skips_every_bad_photo_counts_and_lists_it(embedded, messy):
 
 def test_odd_photos_embed_and_exif_orientation_is_respected(env, messy, embedded, monkeypatch):
     """Through the same backbone the script used: the EXIF photo's vector is the upright photo's vector."""
-    from setenc.backbones import create_backbone
-    from setenc.embed import EmbeddingCache
+    from setenc.photos import create_backbone
+    from setenc.photos import EmbeddingCache
 
     _, photos = messy
     monkeypatch.setenv("SETENC_CACHE", env["SETENC_CACHE"])  # the ONNX export the script made
@@ -240,7 +240,7 @@ def test_pairs_naming_unknown_article_stops_the_script(env, tiny_catalog):
 # -- checkpoints and indexes -----------------------------------------------------------------------------
 def _checkpoint(path: Path, backbone_id: str, dim: int) -> Path:
     from setenc.heads import create_head
-    from setenc.model import SetEncoder
+    from setenc.encoder import SetEncoder
 
     spec = {"name": "efficientnet-lite0", "kwargs": {}, "id": backbone_id}
     return SetEncoder(create_head("proj", dim, out_dim=4), spec, dim).save(path)
@@ -278,7 +278,7 @@ def test_index_missing_a_file_stops_search(env, tiny_catalog, tmp_path, embedded
 @SLOW
 def test_nan_in_cached_embedding_stops_evaluate(env, tiny_catalog, tmp_path):
     """A NaN row written into the cache behind its back: named as NaN/inf with the fix (delete the cache)."""
-    from setenc.embed import EmbeddingCache
+    from setenc.photos import EmbeddingCache
 
     cache_root = tmp_path / "cache"
     run(env, "scripts/embed.py", "--catalog", tiny_catalog, "--out", cache_root)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from setenc.catalog import load_catalog, write_catalog
+from setenc.catalogs import load_catalog, write_catalog
 from setenc.errors import CatalogError
-from setenc.sources import demo, from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
-from setenc.sources.render import SHAPES, Look, render_photo
+from setenc.catalogs import demo, from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
+from setenc.catalogs.render import SHAPES, Look, render_photo
 
 REPO = Path(__file__).resolve().parent.parent
 FASHION = REPO.parent / "shared" / "data" / "fashion44k"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from setenc.sweep import markdown_table, parse_spec, summarise
+from setenc.training.sweep import markdown_table, parse_spec, summarise
 
 
 def test_parse_spec():

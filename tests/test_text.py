@@ -37,7 +37,7 @@ def test_tfidf_errors():
         TfidfTextEncoder().encode(["a"])
     with pytest.raises(SetencError, match="empty"):
         TfidfTextEncoder().fit(["", None])
-    with pytest.raises(KeyError, match="tfidf"):
+    with pytest.raises(SetencError, match="tfidf"):
         create_text_encoder("nope")
     assert list_text_encoders() == ["tfidf"]
 

@@ -65,3 +65,20 @@ def test_embedded_default_runs_with_no_arguments(tmp_path):
             f"v = SetEncoder.from_pretrained({str(ckpt)!r}).encode_sets([np.eye(2, 1280, dtype=np.float32)]); "
             "assert v.shape == (1, 1280) and 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+@pytest.mark.parametrize("catalog_name", [None, "demo"])
+def test_demo_catalog_does_not_depend_on_the_training_seed(monkeypatch, tmp_path, tiny_catalog, fake_backbone,
+                                                          catalog_name):
+    """Every training seed (and every matcher row) sees the same demo catalogue: the seed never reaches it."""
+    pytest.importorskip("pytorch_lightning")
+    from setenc.training import run
+    from setenc.training.config import load_config
+
+    calls = []
+    monkeypatch.setattr("setenc.catalogs.make_demo_catalog", lambda *a, **kw: calls.append((a, kw)) or tiny_catalog)
+    monkeypatch.setattr(run, "create_backbone", lambda *a, **kw: fake_backbone)
+    keys = [run.load_training_data(load_config(None, {"catalog": catalog_name, "seed": seed, "progress": False,
+                                                      "cache": str(tmp_path / "cache")}))[0]["catalog"]
+            for seed in (0, 1)]
+    assert calls == [((), {}), ((), {})] and keys[0] == keys[1]

@@ -1,0 +1,157 @@
+"""Self-describing checkpoints and inference: `SetEncoder.from_pretrained(path).encode(list_of_photo_sets)`.
+
+A checkpoint holds the head's constructor config, its weights, the backbone's name / kwargs / id and the
+photo-embedding dim — never an `nn.Module`, never backbone weights — and loads with `weights_only=True`,
+so a file carrying a pickle payload is refused. Lightning `.ckpt` files written by `setenc.training` load too.
+This module does not import Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from setenc.errors import CheckpointError
+from setenc.heads import SetHead, create_head
+from setenc.photos import load_image
+from setenc.paths import file_sha256
+from setenc.sets import pad_sets
+
+FORMAT = "setenc-head-v1"
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — truncated zip, pickle payload, not a checkpoint at all
+        raise CheckpointError(
+            f"{path}: cannot be loaded as a setenc checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "It is truncated, not a checkpoint, or carries objects other than tensors and plain values "
+            "(refused: checkpoints load with weights_only=True)"
+        ) from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a setenc checkpoint (top level is {type(blob).__name__})")
+    if blob.get("format") == FORMAT:
+        return blob
+    hp = blob.get("hyper_parameters", {})
+    if "head" in hp and "state_dict" in blob:  # a Lightning checkpoint of setenc.training.module.SetModule
+        sd = {k[len("head."):]: v for k, v in blob["state_dict"].items() if k.startswith("head.")}
+        return {"format": FORMAT, "head": hp["head"], "state_dict": sd, "backbone": hp["backbone"], "dim": hp["dim"]}
+    raise CheckpointError(f"{path}: not a setenc checkpoint (no head config inside)")
+
+
+class SetEncoder(torch.nn.Module):
+    """A trained set head plus the description of the frozen backbone it was trained on.
+
+    Args:
+        head: the set head.
+        backbone: `{"name", "kwargs", "id"}` of the backbone whose photo vectors the head takes.
+        dim: photo-vector size the head expects.
+    """
+
+    def __init__(self, head: SetHead, backbone: dict, dim: int, metrics: dict | None = None,
+                 training: dict | None = None):
+        super().__init__()
+        self.head, self.backbone_spec, self.dim, self.metrics = head, dict(backbone), int(dim), dict(metrics or {})
+        self.training_info = dict(training or {})  # catalog + split it was trained on: evaluation holds them out
+        self._backbone = None
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"format": FORMAT, "head": self.head.config, "state_dict": self.head.state_dict(),
+                "backbone": self.backbone_spec, "dim": self.dim, "metrics": self.metrics,
+                "training": self.training_info}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a crash leaves the previous file intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, backbone=None) -> "SetEncoder":
+        """Load a checkpoint (ours or a Lightning one); `backbone`, if given, must be the one it was trained on."""
+        path = Path(path)
+        blob = _read(path)
+        try:
+            head = create_head(**blob["head"])
+            head.load_state_dict(blob["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: head weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
+        enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"))
+        enc.checkpoint_sha256 = file_sha256(path)
+        enc.checkpoint_path = str(path.resolve())  # an export records it, so its index can rebuild this encoder
+        if backbone is not None:
+            enc.set_backbone(backbone)
+        return enc
+
+    @classmethod
+    def parameter_free(cls, backbone, head: str = "mean") -> "SetEncoder":
+        """An encoder with no trained weights (mean pooling): the baseline, and export without a checkpoint."""
+        spec = {"name": backbone.name, "kwargs": dict(getattr(backbone, "kwargs", {})), "id": backbone.id}
+        enc = cls(create_head(head, backbone.dim).eval(), spec, backbone.dim)
+        enc.checkpoint_sha256 = enc.checkpoint_path = None
+        enc._backbone = backbone
+        return enc
+
+    # -- backbone ------------------------------------------------------------------------------------
+    def set_backbone(self, backbone) -> None:
+        """Attach a backbone instance; refuse one that is not the backbone the head was trained on."""
+        want = self.backbone_spec.get("id")
+        if backbone.dim != self.dim or (want is not None and backbone.id != want):
+            raise CheckpointError(
+                f"checkpoint was trained on backbone {want} ({self.dim}-d), got {backbone.id} ({backbone.dim}-d): "
+                "photo vectors from another backbone are meaningless to this head"
+            )
+        self._backbone = backbone
+
+    @property
+    def backbone(self):
+        """The frozen photo encoder, created on first use from the checkpoint's description."""
+        if self._backbone is None:
+            from setenc.photos import create_backbone
+
+            self.set_backbone(create_backbone(self.backbone_spec["name"], **self.backbone_spec.get("kwargs", {})))
+        return self._backbone
+
+    # -- encoding ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cached photo vectors `x (B, N, D)` + `mask (B, N)` -> one unit vector per set `(B, E)`."""
+        if x.shape[-1] != self.dim:
+            raise CheckpointError(f"photo vectors are {x.shape[-1]}-d, this head takes {self.dim}-d")
+        return self.head(x, mask)
+
+    def encode_sets(self, sets: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Per-set `(n_i, D)` photo vectors -> `(len(sets), E)` float32."""
+        out = []
+        for i in range(0, len(sets), batch_size):
+            x, mask = pad_sets(sets[i : i + batch_size])
+            out.append(self.encode_embeddings(x, mask).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.head.out_dim), np.float32)
+
+    @torch.inference_mode()
+    def embed_photos(self, photos: Sequence[str | os.PathLike | Image.Image]) -> np.ndarray:
+        """Photo paths or PIL images -> `(n, D)` backbone vectors (no cache)."""
+        images = [p if isinstance(p, Image.Image) else load_image(p) for p in photos]
+        return self.backbone.encode_images(images).float().numpy()
+
+    def encode(self, photo_sets: Sequence[Sequence[str | os.PathLike | Image.Image]], batch_size: int = 256) -> np.ndarray:
+        """A list of photo sets (paths or PIL images) -> `(len(photo_sets), E)` unit vectors."""
+        for k, s in enumerate(photo_sets):
+            if len(s) == 0:
+                raise ValueError(f"photo set {k} is empty: an article needs at least one photo")
+        flat = [p for s in photo_sets for p in s]
+        vecs = self.embed_photos(flat)
+        bounds = np.cumsum([0] + [len(s) for s in photo_sets])
+        return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size)

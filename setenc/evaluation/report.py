@@ -1,0 +1,201 @@
+"""The held-out comparison: every learned head and every matcher, on the same articles, the same protocols.
+
+Which articles: the catalog's test split when a checkpoint was trained on this catalog (same split settings,
+so nothing trained on is scored), else the whole catalog (a catalogue the heads never saw). The matchers'
+`s` / `m` are tuned on the validation split when there is one. One row per (method, protocol):
+Recall@1/5/10, MAP@R and milliseconds per query (for a head: encoding the query set and ranking the
+pre-encoded gallery; for a matcher: scoring the query set against every gallery set).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from setenc.catalogs import Catalog, catalog_key, split_catalog
+from setenc.encoder import SetEncoder
+from setenc.evaluation.metrics import retrieval_metrics
+from setenc.evaluation.protocols import PROTOCOLS, Protocol, make_protocols
+from setenc.evaluation.tuning import tune_matchers
+from setenc.matchers import create_matcher, list_matchers, pairwise_scores
+from setenc.photos import photo_sets
+from setenc.sets import pad_sets
+
+METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
+
+
+def padded_sets(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x, mask = pad_sets(sets)
+    if views is None or any(v is None for v in views):
+        return x, mask, None
+    ids = torch.full(mask.shape, -1, dtype=torch.long)
+    for i, v in enumerate(views):
+        ids[i, : len(v)] = torch.tensor([vocab.setdefault(t, len(vocab)) for t in v])
+    return x, mask, ids
+
+
+def matcher_scores(matcher, p: Protocol) -> np.ndarray:
+    """(Q, G) scores of a matcher (or its name) on a protocol; view tags reach `ordered` when every set has them."""
+    vocab: dict = {}
+    qx, qm, qv = padded_sets(p.queries, p.q_views, vocab)
+    gx, gm, gv = padded_sets(p.gallery, p.g_views, vocab)
+    return pairwise_scores(matcher, qx, qm, gx, gm, qv, gv).numpy()
+
+
+def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) -> tuple[Catalog, Catalog | None, str]:
+    """(articles to score, articles to tune matchers on or None, a sentence saying which and why).
+
+    Matchers are tuned on the validation split, or on the training split when the run had none.
+    """
+    trained = [e for e in encoders.values() if e.training_info.get("catalog") == catalog_key(catalog)]
+    if split == "all" or (split == "auto" and not trained):
+        return catalog, None, "whole catalog (no head was trained on it)"
+    info = (trained or list(encoders.values()) or [None])[0]
+    info = info.training_info if info is not None else {}
+    parts = split_catalog(catalog, tuple(info.get("split", (0.8, 0.1, 0.1))), info.get("split_by", "group"),
+                          info.get("split_seed", 0))
+    tune_on = parts["val"] if len(parts["val"]) else parts["train"]  # never the test articles (as in setenc.training.sweep)
+    return parts["test"], tune_on, f"test split ({len(parts['test'])} articles held out from training)"
+
+
+def evaluate_sets(
+    sets: list[np.ndarray],
+    catalog: Catalog,
+    encoders: dict[str, SetEncoder],
+    matchers: Sequence[str] | None = None,
+    protocols: Sequence[str] = PROTOCOLS,
+    matcher_kwargs: dict[str, dict] | None = None,
+) -> tuple[list[dict], dict]:
+    """Rows of metrics for every method and protocol on these per-article photo vectors.
+
+    Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures.
+    """
+    rows, scores = [], {}
+    for p in make_protocols(sets, catalog, protocols):
+        one_photo = max(len(s) for s in p.queries + p.gallery) == 1
+        tagged = all(v is not None for v in (p.q_views or [None]) + (p.g_views or [None]))
+        for name in list_matchers() if matchers is None else matchers:
+            m = create_matcher(name, **(matcher_kwargs or {}).get(name, {}))
+            if one_photo and name != "mean":
+                continue  # on single photos every matcher is the cosine: one row says it
+            if m.needs_views and not tagged:
+                continue  # no view tags: nothing to order by
+            t = time.perf_counter()
+            s = matcher_scores(m, p)
+            rows.append(_row(name, p, s, time.perf_counter() - t, repr(m) if m.tunable else None))
+            scores[(name, p.name)] = s
+        for name, enc in encoders.items():
+            g = enc.encode_sets(p.gallery)  # index time, not query time
+            t = time.perf_counter()
+            s = enc.encode_sets(p.queries) @ g.T
+            rows.append(_row(name, p, s, time.perf_counter() - t))
+            scores[(name, p.name)] = s
+    return rows, scores
+
+
+def _row(method: str, p: Protocol, s: np.ndarray, seconds: float, options: str | None = None) -> dict:
+    m = retrieval_metrics(s, p.q_labels, p.g_labels, ignore=p.ignore)
+    row = {"method": method, "protocol": p.name, **{k: round(float(m[k]), 4) for k in METRICS},
+           "ms_per_query": round(1000 * seconds / max(1, len(p.queries)), 3), "queries": m["queries"],
+           "gallery": len(p.gallery)}
+    if options:
+        row["options"] = options
+    return row
+
+
+def evaluate_catalog(
+    catalog: Catalog,
+    backbone,
+    cache_root,
+    encoders: dict[str, SetEncoder] | None = None,
+    matchers: Sequence[str] | None = None,
+    protocols: Sequence[str] = PROTOCOLS,
+    split: str = "auto",
+    tune: bool = True,
+    out_dir: str | Path | None = None,
+    pictures: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Embed, pick held-out articles, score every method, and write `report.md` / `report.json` / pictures.
+
+    Args:
+        encoders: name -> trained `SetEncoder` (their backbone must be `backbone`).
+        split: "auto" | "test" | "all" (see the module docstring).
+    """
+    encoders = dict(encoders or {})
+    for enc in encoders.values():
+        enc.set_backbone(backbone)
+    test, val, why = choose_split(catalog, encoders, split)
+    sets, kept, dropped, report_embed = photo_sets(test, backbone, cache_root, progress=progress)
+    tuned = {}
+    if tune and val is not None and len(val):
+        tuned = tune_matchers(*photo_sets(val, backbone, cache_root, progress=progress)[:2], names=matchers)
+    rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
+    report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
+              "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
+              "embedding": report_embed.summary(),
+              "rows": rows}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.md").write_text(markdown_report(report))
+        if pictures:
+            report["pictures"] = _pictures(out, sets, kept, encoders, rows, scores)
+            (out / "report.md").write_text(markdown_report(report))
+    return report
+
+
+def markdown_report(report: dict) -> str:
+    """The report as markdown: what was measured on what, then one table row per method and protocol."""
+    lines = [f"# setenc evaluation — {report['catalog']}", "",
+             f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`",
+             f"- matcher options: {report['tuned'] or 'defaults (nothing held out to tune them on)'}"
+             + (f", tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
+             "",
+             "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['protocol']} | {r['method']} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | "
+                     f"{r['recall@10']:.3f} | {r['map@r']:.3f} | {r['ms_per_query']:.2f} | {r['queries']} | {r['gallery']} |")
+    for name in report.get("pictures", []):
+        lines += ["", f"![{name}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list[str]:
+    """A retrieval grid (best head vs best matcher) and a 2-D map of article vectors coloured by group."""
+    from setenc.evaluation.plots import embedding_map, retrieval_grid
+    from setenc.evaluation.protocols import group_protocol
+
+    p = group_protocol(sets, catalog)
+    if p is None:
+        return []
+    group_rows = [r for r in rows if r["protocol"] == "group"]
+    heads = [r for r in group_rows if r["method"] in encoders]
+    match = [r for r in group_rows if r["method"] not in encoders]
+    best = [max(rs, key=lambda r: r["map@r"])["method"] for rs in (heads, match) if rs]
+    arts = {a.id: a for a in catalog.articles}
+    picks = np.linspace(0, len(p.q_ids) - 1, num=min(4, len(p.q_ids))).astype(int)
+    grid = []
+    for qi in picks:
+        for method in best:
+            s = scores[(method, "group")][qi].copy()
+            if p.ignore is not None:
+                s[p.ignore[qi]] = -np.inf
+            top = np.argsort(-s, kind="stable")[:5]
+            hits = [(p.g_ids[j], list(arts[p.g_ids[j]].images), float(s[j]), p.g_labels[j] == p.q_labels[qi])
+                    for j in top]
+            grid.append((f"{method}: {p.q_ids[qi]}", list(arts[p.q_ids[qi]].images), hits))
+    names = [retrieval_grid(grid, out / "retrieval_grid.png").name]
+    vec_method = best[0] if best else None
+    vecs = encoders[vec_method].encode_sets(sets) if vec_method in encoders else \
+        np.stack([s.mean(0) / np.linalg.norm(s.mean(0)) for s in sets])
+    labels = [a.group or a.id for a in catalog.articles]
+    names.append(embedding_map(vecs, labels, out / "embedding_map.png").name)
+    return names

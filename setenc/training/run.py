@@ -1,0 +1,136 @@
+"""A training run end to end: catalog -> photo vectors -> split -> Lightning fit -> self-describing checkpoint.
+
+Writes into `cfg.out/<run>/`: `config.yaml`, `last.ckpt` (to resume), `best.ckpt` (Lightning), `best.pt` (the
+inference checkpoint for `SetEncoder.from_pretrained`), `result.json` (held-out metrics), `logs/metrics.csv`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from setenc.catalogs import catalog_key, split_catalog
+from setenc.cli import catalog_arg
+from setenc.encoder import SetEncoder
+from setenc.errors import CheckpointError, SetencError
+from setenc.evaluation.protocols import evaluate_vectors, make_protocols
+from setenc.heads import create_head
+from setenc.paths import cache_dir
+from setenc.photos import create_backbone, photo_sets
+from setenc.training.config import TrainConfig, save_config
+from setenc.training.module import SetDataModule, SetModule, _EpochSeed
+
+
+def load_training_data(cfg: TrainConfig):
+    """Catalog -> per-article photo vectors (embedding what the cache lacks), split into train / val / test.
+
+    The demo catalog is always the same one (its own fixed seed), whatever the training seed: matchers and heads
+    of every seed see the same articles.
+    """
+    catalog = catalog_arg(cfg.catalog)
+    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+    root = cfg.cache or cache_dir("embeddings")
+    sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
+                                             wait_for_lock=600.0)  # runs side by side share the cache
+    print(f"[embed] {catalog.name}: {report.summary()}")
+    if dropped:
+        print(f"[data] {len(dropped)} article(s) without any embeddable photo left out: {dropped[:5]}")
+    by_id = dict(zip(kept.ids, sets))
+    parts = split_catalog(kept, tuple(cfg.split), by=cfg.split_by, seed=cfg.split_seed)
+    data = {name: ([by_id[i] for i in part.ids], part) for name, part in parts.items()}
+    spec = {"name": cfg.backbone, "kwargs": dict(cfg.backbone_kwargs), "id": backbone.id}
+    data["catalog"] = catalog_key(catalog)
+    return data, spec, backbone.dim
+
+
+def _loggers(cfg: TrainConfig, run_dir: Path):
+    loggers = []
+    if cfg.logger in ("csv", "both"):
+        loggers.append(CSVLogger(str(run_dir), name="logs", version=""))
+    if cfg.logger in ("wandb", "both"):
+        from pytorch_lightning.loggers import WandbLogger
+
+        mode = None if os.environ.get("WANDB_API_KEY") else "offline"
+        loggers.append(WandbLogger(project="setenc", save_dir=str(run_dir), offline=mode == "offline",
+                                   config=dataclasses.asdict(cfg)))
+    return loggers
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics."""
+    t0 = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data, spec, dim = load_training_data(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
+    train_sets, train_cat = data["train"]
+    val_p = next(iter(make_protocols(*data["val"])), None) if data["val"][0] else None
+    if val_p is None and cfg.split[1] > 0:
+        warnings.warn("the validation split supports no retrieval protocol: the last epoch is kept")
+    elif val_p is None:  # a choice for small catalogues: every product trains, the schedule is fixed
+        print(f"[train] no validation split: all {cfg.epochs} epochs run and the last one is kept")
+    name = cfg.run_name or f"{train_cat.name.rsplit('-', 1)[0]}-{cfg.head}-s{cfg.seed}"
+    run_dir = Path(cfg.out) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    head_cfg = create_head(cfg.head, dim, **cfg.head_kwargs).config
+    module = SetModule(head_cfg, spec, dim, cfg.loss, cfg.loss_kwargs, cfg.lr, cfg.weight_decay, cfg.epochs)
+    module.protocol = val_p
+    has_params = any(p.requires_grad for p in module.head.parameters())
+    if has_params:
+        _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume, val_p is not None)
+    if cfg.fast_dev_run:
+        return {"run_dir": str(run_dir)}
+
+    best = module.head.eval()
+    training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
+                "split_seed": cfg.split_seed}
+    encoder = SetEncoder(best, spec, dim, training=training)
+    enc = lambda sets: encoder.encode_sets(sets)  # noqa: E731
+    result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    for split in ("val", "test"):
+        for p in make_protocols(*data[split]) if data[split][0] else []:
+            m = evaluate_vectors(enc, p)
+            result[f"{split}/{p.name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+    encoder.metrics = {k: v for k, v in result.items() if "/" in k}
+    encoder.save(run_dir / "best.pt")
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> None:
+    ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.monitor if has_val else None,
+                           mode="max", save_last=True, enable_version_counter=False)
+    callbacks: list[Callback] = [ckpt, _EpochSeed(dm.pairs)]
+    if has_val:
+        callbacks.append(EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience))
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        deterministic=True, callbacks=callbacks,
+        logger=_loggers(cfg, run_dir) or False, enable_progress_bar=cfg.progress, enable_model_summary=False,
+        fast_dev_run=cfg.fast_dev_run, log_every_n_steps=1, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
+    )
+    last = run_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise SetencError(f"--resume: no {last} to resume from; start without --resume")
+    if resume:
+        try:
+            torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 — truncated or foreign file: say so instead of a Lightning traceback
+            raise CheckpointError(f"--resume: {last} is damaged or not a setenc checkpoint ({type(e).__name__}); "
+                                  "delete it to start over, or resume from a copy") from None
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    if not cfg.fast_dev_run and ckpt.best_model_path:
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
