@@ -11,9 +11,6 @@ from setenc.cli import catalog_arg, run_main
 
 
 def main() -> None:
-    from setenc.evaluation.protocols import PROTOCOLS
-    from setenc.matchers import list_matchers
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", nargs="*", default=[], help="trained heads (best.pt or .ckpt), one row each")
     p.add_argument("--catalog", default=None, help="manifest or folder; default: the demo catalog")
@@ -23,18 +20,26 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
     p.add_argument("--split", default="auto", choices=["auto", "test", "all"],
                    help="auto: the test split if a checkpoint was trained on this catalog, else every article")
-    p.add_argument("--matchers", nargs="*", default=list_matchers(), help=f"subset of {list_matchers()}")
-    p.add_argument("--protocols", nargs="*", default=list(PROTOCOLS), help=f"subset of {PROTOCOLS}")
+    p.add_argument("--matchers", nargs="*", default=None, help="matcher names (default: every registered matcher)")
+    p.add_argument("--protocols", nargs="*", default=None, help="group | self | single (default: all three)")
     p.add_argument("--no-tune", action="store_true", help="do not tune s/m of recursive/linear on validation")
     p.add_argument("--no-pictures", action="store_true")
     args = p.parse_args()
 
     from setenc.photos import create_backbone
     from setenc.errors import CheckpointError
+    from setenc.evaluation.protocols import PROTOCOLS
     from setenc.evaluation.report import evaluate_catalog, markdown_report
+    from setenc.errors import SetencError
+    from setenc.matchers import MATCHERS
     from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
 
+    for name in args.matchers or []:  # names first: a typo must not cost a whole embedding run
+        MATCHERS.check(name)
+    unknown = sorted(set(args.protocols or []) - set(PROTOCOLS))
+    if unknown:
+        raise SetencError(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
     encoders = {}
     for path in args.checkpoint:
         enc = SetEncoder.from_pretrained(path)
@@ -49,9 +54,11 @@ def main() -> None:
         kw = {"model": args.model} if args.model else {}
         backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
     report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
-                              args.matchers, args.protocols, args.split, not args.no_tune, args.out,
+                              args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, args.out,
                               not args.no_pictures)
     print(markdown_report(report))
+    for line in report["skipped_photos"]:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def main() -> None:
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}), {m['dim']}-d {m['dtype']}, index "
           f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}, "
           f"{time.perf_counter() - start:.1f}s")
+    for line in m["skipped_photos"]:
+        print(f"  {line}")
     if m["dropped"]:
         more = f" (+{len(m['dropped']) - 10} more, see manifest.json)" if len(m["dropped"]) > 10 else ""
         print(f"  dropped {len(m['dropped'])} articles with no embeddable photo: {', '.join(m['dropped'][:10])}{more}")

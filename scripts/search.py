@@ -36,8 +36,10 @@ def main() -> None:
         title = articles[aid].title if aid in articles and articles[aid].title else ""
         print(f"{rank:>4}  {aid:<24} {score:7.4f}  {title}")
     if args.png:
-        rows = [(aid, list(articles[aid].images) if aid in articles else [], score, None) for aid, score in hits]
-        print(f"wrote {retrieval_grid([('query', args.photos, rows)], args.png)}")
+        rows = [(aid, list(articles[aid].images) if aid in articles else [], score, None,
+                 articles[aid].title if aid in articles else None) for aid, score in hits]
+        title = f"query ({len(args.photos)} photos) -> top {len(hits)} of {Path(args.index).name}"
+        print(f"wrote {retrieval_grid([(title, args.photos, rows)], args.png)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ Every config field is a flag (`--lr 3e-4`), dict fields key by key (`--head_kwar
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from setenc.cli import run_main
@@ -29,10 +28,10 @@ def main() -> None:
     config = ns.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     cfg = load_config(config, parse_overrides(ns, extra))
 
-    from setenc.training import train
+    from setenc.training.run import summary_lines, train
 
     result = train(cfg, resume=ns.resume)
-    print(json.dumps(result, indent=2))
+    print("\n".join(summary_lines(result)))
 
 
 if __name__ == "__main__":

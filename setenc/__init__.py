@@ -7,22 +7,36 @@ so inference code never pulls in Lightning.
 
 __version__ = "0.1.0"  # first: submodules read it while the package initialises
 
-from setenc.catalogs import Article, Catalog, load_catalog, make_demo_catalog, split_catalog, write_catalog
-from setenc.encoder import SetEncoder
-from setenc.errors import CatalogError, CheckpointError, ImageError, SetencError
-from setenc.evaluation import evaluate_catalog, retrieval_metrics, tune_matcher
-from setenc.heads import SetHead, create_head, list_heads
-from setenc.index import SetIndex, export_index
-from setenc.losses import InfoNCE, SupConLoss, create_loss, list_losses
-from setenc.matchers import create_matcher, list_matchers, pairwise_scores
-from setenc.photos import (Backbone, EmbeddingCache, article_embeddings, create_backbone, embed_catalog,
-                           list_backbones, photo_sets)
-from setenc.sets import masked_mean, pad_sets
+# name -> module: the public API, imported on first use so `import setenc` (and every script's `--help`) does not
+# pay for torch, FAISS or transformers until something needs them (PEP 562)
+_API = {
+    "catalogs": ("Article", "Catalog", "load_catalog", "make_demo_catalog", "split_catalog", "write_catalog"),
+    "encoder": ("SetEncoder",),
+    "errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),
+    "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher"),
+    "heads": ("SetHead", "create_head", "list_heads"),
+    "index": ("SetIndex", "export_index"),
+    "losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
+    "matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
+    "photos": ("Backbone", "EmbeddingCache", "article_embeddings", "create_backbone", "embed_catalog",
+               "list_backbones", "photo_sets"),
+    "sets": ("masked_mean", "pad_sets"),
+}
+_WHERE = {name: module for module, names in _API.items() for name in names}
 
-__all__ = [
-    "Article", "Backbone", "Catalog", "CatalogError", "CheckpointError", "EmbeddingCache", "ImageError", "InfoNCE",
-    "SetEncoder", "SetHead", "SetIndex", "SetencError", "SupConLoss", "__version__", "article_embeddings",
-    "create_backbone", "create_head", "create_loss", "create_matcher", "embed_catalog", "evaluate_catalog",
-    "export_index", "list_backbones", "list_heads", "list_losses", "list_matchers", "load_catalog",
-    "make_demo_catalog", "masked_mean", "pad_sets", "pairwise_scores", "photo_sets", "retrieval_metrics", "split_catalog", "tune_matcher", "write_catalog",
-]
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'setenc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"setenc.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+__all__ = ["__version__", *sorted(_WHERE)]

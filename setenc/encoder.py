@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from setenc.errors import CheckpointError
+from setenc.errors import CheckpointError, SetencError
 from setenc.heads import SetHead, create_head
 from setenc.photos import load_image
 from setenc.paths import file_sha256
@@ -148,6 +148,10 @@ class SetEncoder(torch.nn.Module):
 
     def encode(self, photo_sets: Sequence[Sequence[str | os.PathLike | Image.Image]], batch_size: int = 256) -> np.ndarray:
         """A list of photo sets (paths or PIL images) -> `(len(photo_sets), E)` unit vectors."""
+        if isinstance(photo_sets, (str, os.PathLike, Image.Image)) or any(
+                isinstance(s, (str, os.PathLike, Image.Image)) for s in photo_sets):
+            raise SetencError("encode takes a list of photo SETS (one list of photos per article), got photos: "
+                              "wrap one article's photos as encode([[photo1, photo2]])")
         for k, s in enumerate(photo_sets):
             if len(s) == 0:
                 raise ValueError(f"photo set {k} is empty: an article needs at least one photo")

@@ -154,7 +154,7 @@ def export_index(
             raise SetencError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         known = set(old.ids) if old else set()
         todo = catalog.subset([i for i in catalog.ids if i not in known])
-        vecs, ids, dropped = _encode(encoder, todo, cache_root, dtype, progress)
+        vecs, ids, dropped, skipped = _encode(encoder, todo, cache_root, dtype, progress)
         if old is None:
             if not ids:
                 raise SetencError(f"catalog {catalog.name}: no article has an embeddable photo "
@@ -171,7 +171,7 @@ def export_index(
                              checkpoint_path or getattr(encoder, "checkpoint_path", None),
                              catalog_path or (old and old.manifest.get("catalog")), catalog.name)
         _write(out, faiss_index, ids, vecs.astype(dtype), manifest)
-    return manifest
+    return {**manifest, "skipped_photos": skipped}
 
 
 def _agree(what: str, asked: str | None, existing: str | None, default: str) -> str:
@@ -185,20 +185,21 @@ def _agree(what: str, asked: str | None, existing: str | None, default: str) -> 
 
 
 def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
-            progress: bool) -> tuple[np.ndarray, list[str], list[str]]:
-    """(N, E) float32 article vectors (rounded through `dtype`), their ids, and the ids of dropped articles."""
+            progress: bool) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    """(N, E) float32 article vectors (rounded through `dtype`), their ids, dropped ids, skipped-photo lines."""
     empty = np.zeros((0, encoder.head.out_dim), np.float32)
     if len(catalog) == 0:
-        return empty, [], []
-    sets, kept, dropped, _ = photo_sets(catalog, encoder.backbone, cache_root, progress=progress)
+        return empty, [], [], []
+    sets, kept, dropped, report = photo_sets(catalog, encoder.backbone, cache_root, progress=progress)
+    skipped = report.skipped_lines()
     if not sets:
-        return empty, [], dropped
+        return empty, [], dropped, skipped
     vecs = encoder.encode_sets(sets).astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
     bad = ~np.isfinite(vecs).all(1)
     if bad.any():
         raise SetencError(f"article {kept.ids[int(np.argmax(bad))]!r}: its vector holds NaN/inf; "
                           "check its photos and the checkpoint")
-    return vecs, kept.ids, dropped
+    return vecs, kept.ids, dropped, skipped
 
 
 def _manifest(encoder: SetEncoder, count: int, dim: int, kind: str, params: dict, dtype: str, dropped: list[str],

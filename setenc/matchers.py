@@ -123,6 +123,12 @@ class OneToOneMatcher(Matcher):
         self.s = s
         self.m = None if m is None else int(m)
 
+    def describe(self) -> str:
+        """The options in words, for reports: `s` and `m` of None mean no threshold and no limit."""
+        s = "no threshold (every match counts)" if self.s is None else f"matches below {self.s:g} not counted"
+        m = "all matches" if self.m is None else f"at most the {self.m} best match{'es' if self.m > 1 else ''}"
+        return f"s={self.s}: {s}; m={self.m}: {m}"
+
     def pairs(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All one-to-one matches of S (n, m), best first, as (rows, cols, similarities)."""
         raise NotImplementedError

@@ -14,6 +14,14 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def absolute(path: str | os.PathLike) -> Path:
+    """The one rule for user paths: absolute, with `.` and `..` collapsed, symlinks NOT followed.
+
+    A catalogue under a symlinked folder keeps the paths the user wrote, whichever loader or adapter read it.
+    """
+    return Path(os.path.abspath(os.fspath(path)))
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes: pins checkpoints, weights and index files.
 

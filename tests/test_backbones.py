@@ -112,7 +112,7 @@ def test_full_clip_folder_through_clip_and_hf(tmp_path):
 
 
 def test_uncached_hub_id_says_pass_a_folder():
-    with pytest.raises(SetencError, match="pass model=DIR"):
+    with pytest.raises(SetencError, match="--backbone_kwargs.model DIR"):
         create_backbone("clip", model="nobody-here/not-a-cached-model")
 
 

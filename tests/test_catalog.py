@@ -69,7 +69,7 @@ GOOD = {"id": "a1", "images": ["img/p0.jpg"]}
 @pytest.mark.parametrize(
     "lines, match",
     [
-        ([GOOD, '{"id": "a2", "images": ["img/p1.jpg"'], r"catalog\.jsonl:2: not valid JSON"),
+        ([GOOD, '{"id": "a2", "images": ["img/p1.jpg"'], r"catalog\.jsonl:2: not valid JSON \(.* at column 37\)"),
         ([GOOD, {"id": "a2", "images": ["img/p1.jpg"]}, {"id": "a1", "images": ["img/p2.jpg"]}],
          r"catalog\.jsonl:3: duplicate article id 'a1' \(first on line 1\)"),
         ([GOOD, {"id": "a2", "images": []}], r"catalog\.jsonl:2: article 'a2' has no photos"),
@@ -187,3 +187,21 @@ def test_subset_restricts_pairs():
     cat.pairs = [("a0", "a1"), ("a1", "a4"), ("a4", "a5")]
     sub = cat.subset(["a5", "a1", "a4"], name="sub")
     assert sub.ids == ["a1", "a4", "a5"] and sub.pairs == [("a1", "a4"), ("a4", "a5")] and sub.name == "sub"
+
+
+def test_paths_keep_symlinked_folders_as_written(tmp_path):
+    """One rule for paths (manifest loader and adapters alike): absolute, `..` collapsed, symlinks not followed."""
+    from conftest import write_photos
+
+    from setenc.catalogs import from_folder
+
+    real = tmp_path / "real"
+    write_photos(real / "shop" / "a1", 2)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    (tmp_path / "x").mkdir()
+    via_link = tmp_path / "x" / ".." / "link" / "shop"
+    cat = from_folder(via_link)
+    write_catalog(cat, tmp_path / "link" / "cat.jsonl")
+    loaded = load_catalog(tmp_path / "x" / ".." / "link" / "cat.jsonl")
+    want = tuple(sorted((tmp_path / "link" / "shop" / "a1").iterdir()))
+    assert tuple(sorted(cat.articles[0].images)) == want == tuple(sorted(loaded.articles[0].images))

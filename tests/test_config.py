@@ -36,9 +36,9 @@ def test_overrides_and_dotted_dict_keys(tmp_path):
     parser = argparse.ArgumentParser()
     add_config_args(parser)
     parser.add_argument("--catalog", default=argparse.SUPPRESS)
-    ns, extra = parser.parse_known_args(["--lr", "3e-4", "--catalog", "2024", "--head_kwargs.heads", "8"])
+    ns, extra = parser.parse_known_args(["--lr", "3e-4", "--catalog", "2024", "--head_kwargs.num_heads", "8"])
     cfg = load_config(p, parse_overrides(ns, extra))
-    assert cfg.lr == 3e-4 and cfg.catalog == "2024" and cfg.head_kwargs == {"seeds": 2, "heads": 8}
+    assert cfg.lr == 3e-4 and cfg.catalog == "2024" and cfg.head_kwargs == {"seeds": 2, "num_heads": 8}
     with pytest.raises(SetencError, match="unrecognised"):
         parse_overrides(ns, ["stray"])
 

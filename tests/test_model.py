@@ -97,3 +97,16 @@ def test_checkpoint_from_before_the_num_heads_rename_loads(tmp_path):
     assert old.head.config["num_heads"] == 2 and "heads" not in old.head.config
     x, mask = torch.randn(3, 4, 8), torch.ones(3, 4, dtype=torch.bool)
     torch.testing.assert_close(old.encode_embeddings(x, mask), enc.encode_embeddings(x, mask))
+
+
+def test_encode_refuses_a_flat_list_of_photos(tmp_path, fake_backbone):
+    from conftest import write_photos
+
+    from setenc.errors import SetencError
+
+    photos = write_photos(tmp_path / "img", 2)
+    enc = SetEncoder.parameter_free(fake_backbone)
+    for flat in ([str(p) for p in photos], photos, str(photos[0])):
+        with pytest.raises(SetencError, match=r"list of photo SETS.*encode\(\[\[photo1"):
+            enc.encode(flat)
+    assert enc.encode([photos]).shape == (1, 8)

@@ -17,6 +17,7 @@ from typing import Iterator, Literal, Sequence
 
 from setenc.catalogs.manifest import Article, Catalog, iter_jsonl
 from setenc.errors import CatalogError
+from setenc.paths import absolute
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def from_folder(root: str | os.PathLike, group_from_parent: bool = True) -> Cata
     In the two-level layout the article id is `<group>/<article>` and, with `group_from_parent`, the group is the
     parent folder's name. Photos are .jpg / .jpeg / .png / .webp files, in name order.
     """
-    root = Path(root).resolve()
+    root = absolute(root)
     layout = "expected root/<article>/<photo>.jpg or root/<group>/<article>/<photo>.jpg"
     if not root.is_dir():
         raise CatalogError(f"{root}: not a folder; {layout}")
@@ -98,7 +99,7 @@ def from_sop(root: str | os.PathLike, split: Literal["train", "test", "all"] = "
     use is self retrieval. The super-class (bicycle, chair, ...) goes into meta as `category` (its name, from the
     photo folder) and `super_class_id`, for a coarse category protocol; `subset` says train or test.
     """
-    root = Path(root).resolve()
+    root = absolute(root)
     names = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}
     if split not in names:
         raise CatalogError(f"from_sop: split must be 'train', 'test' or 'all', got {split!r}")
@@ -135,7 +136,7 @@ def from_inshop(root: str | os.PathLike) -> Catalog:
     group (= item_id): `<item>-query` (its query photos, partition `query`) and `<item>-gallery` (its gallery
     photos, partition `gallery`). Views come from the photo names; `category` and `gender` from their folders.
     """
-    root = Path(root).resolve()
+    root = absolute(root)
     path = _need_file(root / "list_eval_partition.txt", "DeepFashion In-shop list file (Eval/list_eval_partition.txt)")
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)  # (item, status) -> photo names
     with _open_text(path) as f:
@@ -203,7 +204,7 @@ def from_abo(
     `product_type`; title = the English `item_name`; `brand` and `color` (English) in meta. Images missing from
     images.csv and listings without any photo are skipped and counted in a logged warning.
     """
-    listings_path, images_root = Path(listings_path), Path(images_root).resolve()
+    listings_path, images_root = Path(listings_path), absolute(images_root)
     if listings_path.is_dir():
         files = sorted(p for p in listings_path.iterdir() if p.name.endswith((".json", ".json.gz")))
     else:
@@ -251,7 +252,7 @@ def from_styles_csv(root: str | os.PathLike, group_by: str | Sequence[str] = "ar
     productDisplayName, the other non-empty columns in meta. Rows whose photo is missing are skipped and counted
     in a logged warning. Extra commas in a row (unquoted commas in the title) are kept in the title.
     """
-    root = Path(root).resolve()
+    root = absolute(root)
     path = _need_file(root / "styles.csv", "styles.csv (Kaggle fashion-product-images layout)")
     folder = root / "images"
     if not folder.is_dir():

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from setenc.catalogs.manifest import Article, Catalog, write_catalog
 from setenc.errors import CatalogError
-from setenc.paths import cache_dir
+from setenc.paths import absolute, cache_dir
 from setenc.catalogs.render import LABEL_ZONES, LOGOS, PATTERNS, SHAPES, Look, render_photo
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def make_demo_catalog(
     if out_dir is None:
         out = cache_dir("demo") / f"v{DEMO_VERSION}-seed{seed}-g{n_groups}-px{size}"
     else:
-        out = Path(out_dir).resolve()
+        out = absolute(out_dir)
     if _is_built(out, params):
         return out / "catalog.jsonl"
     if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from setenc.errors import CatalogError
+from setenc.paths import absolute
 
 _KNOWN = ("id", "images", "group", "title", "views", "partition")
 PARTITIONS = ("query", "gallery")
@@ -122,7 +123,7 @@ def _parse_line(obj: object, where: str, root: Path) -> Article:
     group, title = obj.get("group"), obj.get("title")
     return Article(
         id=aid,
-        images=tuple((root / p).resolve() if not os.path.isabs(p) else Path(p) for p in images),
+        images=tuple(absolute(root / p) for p in images),
         group=None if group is None else str(group),
         title=None if title is None else str(title),
         views=views,
@@ -144,7 +145,7 @@ def iter_jsonl(lines: Iterable[bytes | str], name: str | os.PathLike) -> Iterato
         if not raw.strip():
             continue
         try:
-            yield where, lineno, json.loads(raw)
+            yield where, lineno, json.loads(raw.rstrip("\r\n"))  # a newline would move errors to line 2
         except json.JSONDecodeError as e:
             raise CatalogError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
 
@@ -162,7 +163,7 @@ def load_catalog(path: str | os.PathLike, check_files: bool = True, pairs: str |
         path = path / "catalog.jsonl"
     if not path.is_file():
         raise CatalogError(f"{path}: no catalog manifest here (expected a JSONL file or a folder with catalog.jsonl)")
-    root = path.parent.resolve()
+    root = absolute(path.parent)
     articles: list[Article] = []
     seen: dict[str, int] = {}
     with open(path, "rb") as f:
@@ -207,7 +208,7 @@ def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
     if path.suffix != ".jsonl":
         path = path / "catalog.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    root = path.parent.resolve()
+    root = absolute(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for a in catalog.articles:

@@ -19,6 +19,11 @@ import numpy as np
 from setenc.catalogs import Catalog
 
 PROTOCOLS = ("group", "self", "single")
+MEANING = {  # one line each, printed under every report's table
+    "group": "each query article searches the gallery; hits are articles of the same group (product)",
+    "self": "half of an article's photos search the other halves of every article; the hit is the article itself",
+    "single": "group retrieval from ONE random photo of each query article (the seed article's n = 1 case)",
+}
 
 
 @dataclass

@@ -19,13 +19,15 @@ import torch
 
 from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.encoder import SetEncoder
+from setenc.errors import SetencError
 from setenc.evaluation.metrics import retrieval_metrics
-from setenc.evaluation.protocols import PROTOCOLS, Protocol, make_protocols
+from setenc.evaluation.protocols import MEANING, PROTOCOLS, Protocol, make_protocols
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.photos import photo_sets
 from setenc.sets import pad_sets
 
+MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
 METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
 
 
@@ -50,17 +52,34 @@ def matcher_scores(matcher, p: Protocol) -> np.ndarray:
 def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) -> tuple[Catalog, Catalog | None, str]:
     """(articles to score, articles to tune matchers on or None, a sentence saying which and why).
 
-    Matchers are tuned on the validation split, or on the training split when the run had none.
+    Matchers are tuned on the validation split, or on the training split when the run had none. A test split
+    with no articles (a checkpoint trained on every article) is an error that says what to do, never an empty table.
     """
+    if split not in ("auto", "test", "all"):
+        raise SetencError(f"split must be auto, test or all, got {split!r}")
     trained = [e for e in encoders.values() if e.training_info.get("catalog") == catalog_key(catalog)]
     if split == "all" or (split == "auto" and not trained):
-        return catalog, None, "whole catalog (no head was trained on it)"
+        if not trained:
+            return catalog, None, "whole catalog (no head was trained on it)"
+        info = trained[0].training_info
+        seen = sum(len(parts) for k, parts in _parts(catalog, info).items() if k != "test")
+        return catalog, None, (f"whole catalog, INCLUDING the {seen} articles the head trained or validated on: "
+                               "its scores are optimistic; use --split test for held-out articles only")
     info = (trained or list(encoders.values()) or [None])[0]
     info = info.training_info if info is not None else {}
-    parts = split_catalog(catalog, tuple(info.get("split", (0.8, 0.1, 0.1))), info.get("split_by", "group"),
-                          info.get("split_seed", 0))
-    tune_on = parts["val"] if len(parts["val"]) else parts["train"]  # never the test articles (as in setenc.training.sweep)
+    parts = _parts(catalog, info)
+    if not len(parts["test"]):
+        fractions = list(info.get("split", []))
+        raise SetencError(f"{catalog.name}: the test split holds no article (the head was trained with split "
+                          f"{fractions or 'default'}: nothing was held out); evaluate it on another catalogue, or pass "
+                          "--split all to score every article (optimistic: the head saw them)")
+    tune_on = parts["val"] if len(parts["val"]) else parts["train"]  # never the test articles (as in the sweeps)
     return parts["test"], tune_on, f"test split ({len(parts['test'])} articles held out from training)"
+
+
+def _parts(catalog: Catalog, info: dict) -> dict[str, Catalog]:
+    return split_catalog(catalog, tuple(info.get("split", (0.8, 0.1, 0.1))), info.get("split_by", "group"),
+                         info.get("split_seed", 0))
 
 
 def evaluate_sets(
@@ -87,7 +106,7 @@ def evaluate_sets(
                 continue  # no view tags: nothing to order by
             t = time.perf_counter()
             s = matcher_scores(m, p)
-            rows.append(_row(name, p, s, time.perf_counter() - t, repr(m) if m.tunable else None))
+            rows.append(_row(name, p, s, time.perf_counter() - t, m.describe() if m.tunable else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():
             g = enc.encode_sets(p.gallery)  # index time, not query time
@@ -136,9 +155,13 @@ def evaluate_catalog(
     if tune and val is not None and len(val):
         tuned = tune_matchers(*photo_sets(val, backbone, cache_root, progress=progress)[:2], names=matchers)
     rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
+    if not rows:
+        raise SetencError(f"{catalog.name}: none of the protocols {list(protocols)} can run on these {len(kept)} "
+                          "articles (group retrieval needs a group with two articles, self retrieval an article with "
+                          "two photos); evaluate more articles")
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
-              "embedding": report_embed.summary(),
+              "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
               "rows": rows}
     if out_dir is not None:
         out = Path(out_dir)
@@ -153,16 +176,21 @@ def evaluate_catalog(
 
 def markdown_report(report: dict) -> str:
     """The report as markdown: what was measured on what, then one table row per method and protocol."""
+    tuned = report["tuned"]
+    options = "; ".join(f"{name} {create_matcher(name, **kw).describe()}" for name, kw in tuned.items())
     lines = [f"# setenc evaluation — {report['catalog']}", "",
              f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`",
-             f"- matcher options: {report['tuned'] or 'defaults (nothing held out to tune them on)'}"
-             + (f", tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
+             f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
+             + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
              "",
              "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['protocol']} | {r['method']} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | "
                      f"{r['recall@10']:.3f} | {r['map@r']:.3f} | {r['ms_per_query']:.2f} | {r['queries']} | {r['gallery']} |")
+    lines += ["", "Protocols:"] + [f"- `{p}`: {MEANING[p]}" for p in dict.fromkeys(r["protocol"] for r in report["rows"])]
+    lines += ["", "R@K: share of queries with a hit in the top K; MAP@R: mean average precision at R (R = the query's "
+              "number of hits); ms/query: scoring one query against the whole gallery."]
     for name in report.get("pictures", []):
         lines += ["", f"![{name}]({name})"]
     return "\n".join(lines) + "\n"
@@ -197,5 +225,8 @@ def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list
     vecs = encoders[vec_method].encode_sets(sets) if vec_method in encoders else \
         np.stack([s.mean(0) / np.linalg.norm(s.mean(0)) for s in sets])
     labels = [a.group or a.id for a in catalog.articles]
-    names.append(embedding_map(vecs, labels, out / "embedding_map.png").name)
+    if len(vecs) >= MIN_MAP_POINTS:  # a 2-D map of fewer articles says nothing (and t-SNE needs a few)
+        whose = f"{vec_method} head vectors" if vec_method in encoders else "mean-pooled photo vectors"
+        names.append(embedding_map(vecs, labels, out / "embedding_map.png",
+                                   title=f"{whose}, {len(vecs)} articles, coloured by group").name)
     return names

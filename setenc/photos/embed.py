@@ -77,6 +77,13 @@ class EmbedReport:
                 f"{len(self.skipped)} skipped; {self.seconds:.1f}s, {self.photos_per_s:.1f} photos/s, "
                 f"backbone busy {self.busy:.0%}")
 
+    def skipped_lines(self, limit: int = 20) -> list[str]:
+        """`skipped: <path>: <reason>` for every photo that could not be embedded (the first `limit`, then a count)."""
+        lines = [f"skipped: {path}: {reason.removeprefix(str(path) + ': ')}" for path, reason in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"skipped: ... and {len(self.skipped) - limit} more photos (embed.py --report FILE lists all)")
+        return lines
+
     def write(self, path: str | os.PathLike) -> None:
         """A JSON report including every skipped photo and why."""
         d = {k: v for k, v in self.__dict__.items()}

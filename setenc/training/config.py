@@ -90,7 +90,45 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
+    check_config(cfg)
     return cfg
+
+
+CHOICES = {  # fields with a fixed set of values (registry names are checked against the registries)
+    "runtime": ("auto", "torch", "onnx"),
+    "positives": ("auto", "subsets", "group", "pairs"),
+    "split_by": ("group", "article"),
+    "monitor": ("val/recall@1", "val/map@r"),
+    "logger": ("csv", "wandb", "both", "none"),
+}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every value a run depends on, checked before any long work (embedding, training): one clear error each."""
+    from setenc.heads import HEADS
+    from setenc.losses import LOSSES
+    from setenc.photos.backbones import BACKBONES
+
+    HEADS.check_options(cfg.head, cfg.head_kwargs)
+    LOSSES.check_options(cfg.loss, cfg.loss_kwargs)
+    BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise SetencError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    split = cfg.split
+    if len(split) != 3 or not all(isinstance(v, (int, float)) and v >= 0 for v in split) or abs(sum(split) - 1) > 1e-6:
+        raise SetencError(f"split {split}: give three non-negative fractions train / val / test that sum to 1, "
+                          "e.g. [0.8, 0.1, 0.1]")
+    if split[0] <= 0:
+        raise SetencError(f"split {split}: the training fraction must be above 0")
+    for key, low in (("epochs", 1), ("batch_size", 2), ("max_photos", 1), ("patience", 1)):
+        if getattr(cfg, key) < low:
+            raise SetencError(f"config key {key!r}: {getattr(cfg, key)} must be >= {low}")
+    if not cfg.lr > 0 or cfg.weight_decay < 0:
+        raise SetencError(f"lr={cfg.lr} must be > 0 and weight_decay={cfg.weight_decay} >= 0")
+    if not 0 <= cfg.photo_dropout < 1 or not 0 <= cfg.subset_prob <= 1:
+        raise SetencError(f"photo_dropout={cfg.photo_dropout} must be in [0, 1) and subset_prob={cfg.subset_prob} "
+                          "in [0, 1]")
 
 
 def _coerce(name: str, value, hint):

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from setenc.catalogs import catalog_key, split_catalog
+from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.cli import catalog_arg
 from setenc.encoder import SetEncoder
 from setenc.errors import CheckpointError, SetencError
@@ -30,18 +33,20 @@ from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
 
 
-def load_training_data(cfg: TrainConfig):
+def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None):
     """Catalog -> per-article photo vectors (embedding what the cache lacks), split into train / val / test.
 
     The demo catalog is always the same one (its own fixed seed), whatever the training seed: matchers and heads
     of every seed see the same articles.
     """
-    catalog = catalog_arg(cfg.catalog)
+    catalog = catalog or catalog_arg(cfg.catalog)
     backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
                                              wait_for_lock=600.0)  # runs side by side share the cache
     print(f"[embed] {catalog.name}: {report.summary()}")
+    for line in report.skipped_lines():
+        print(f"[embed] {line}")
     if dropped:
         print(f"[data] {len(dropped)} article(s) without any embeddable photo left out: {dropped[:5]}")
     by_id = dict(zip(kept.ids, sets))
@@ -68,17 +73,24 @@ def _loggers(cfg: TrainConfig, run_dir: Path):
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics."""
     t0 = time.perf_counter()
+    catalog = catalog_arg(cfg.catalog)
+    run_dir = Path(cfg.out) / (cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}")
+    check_run_dir(run_dir, cfg, resume)  # before any long work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data, spec, dim = load_training_data(cfg)
+    data, spec, dim = load_training_data(cfg, catalog)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
     train_sets, train_cat = data["train"]
     val_p = next(iter(make_protocols(*data["val"])), None) if data["val"][0] else None
+    test_ps = make_protocols(*data["test"]) if data["test"][0] else []
     if val_p is None and cfg.split[1] > 0:
-        warnings.warn("the validation split supports no retrieval protocol: the last epoch is kept")
+        print(f"[train] the validation split ({len(data['val'][1])} articles) supports no retrieval protocol: "
+              "the last epoch is kept", file=sys.stderr)
     elif val_p is None:  # a choice for small catalogues: every product trains, the schedule is fixed
         print(f"[train] no validation split: all {cfg.epochs} epochs run and the last one is kept")
-    name = cfg.run_name or f"{train_cat.name.rsplit('-', 1)[0]}-{cfg.head}-s{cfg.seed}"
-    run_dir = Path(cfg.out) / name
+    if not test_ps:
+        print(f"[train] WARNING: the test split ({len(data['test'][1])} articles) supports no retrieval protocol, so "
+              "nothing held out measures this head; a catalogue needs more groups (or a larger test fraction) "
+              "for held-out metrics", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
@@ -99,7 +111,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
               "seconds": round(time.perf_counter() - t0, 1)}
     for split in ("val", "test"):
-        for p in make_protocols(*data[split]) if data[split][0] else []:
+        for p in (test_ps if split == "test" else make_protocols(*data[split]) if data[split][0] else []):
             m = evaluate_vectors(enc, p)
             result[f"{split}/{p.name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
     encoder.metrics = {k: v for k, v in result.items() if "/" in k}
@@ -108,12 +120,44 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     return result
 
 
+def summary_lines(result: dict) -> list[str]:
+    """What a user wants from a finished run: where it is, and its held-out numbers (every metric: result.json)."""
+    if "head" not in result:  # a fast_dev_run smoke test: nothing measured
+        return [f"[train] {result['run_dir']}: fast_dev_run finished (one batch; no checkpoint, no metrics)"]
+    lines = [f"[train] {result['run_dir']}: {result['head']} head on {result['train_articles']} training articles, "
+             f"{result['seconds']} s"]
+    for key, m in result.items():
+        if "/" in key and isinstance(m, dict):
+            lines.append(f"  {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  ({m['queries']} queries)")
+    if not any(k.startswith("test/") for k in result):
+        lines.append("  no held-out test metrics (nothing was held out, or too little to search)")
+    lines.append(f"  checkpoint: {Path(result['run_dir']) / 'best.pt'}; every metric: result.json")
+    return lines
+
+
+VOLATILE = ("progress", "logger", "fast_dev_run", "out", "run_name", "cache", "accelerator", "devices", "strategy")
+
+
+def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse to overwrite a run folder that holds a run with other settings (a rerun of the same settings is fine)."""
+    old_path = run_dir / "config.yaml"
+    if resume or not old_path.is_file():
+        return
+    old = yaml.safe_load(old_path.read_text()) or {}
+    new = dataclasses.asdict(cfg)
+    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k not in VOLATILE and old.get(k) != new[k]]
+    if changed:
+        raise SetencError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:4])}); pass --run_name NAME "
+                          "for a new folder, or delete that one")
+
+
 def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> None:
     ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.monitor if has_val else None,
                            mode="max", save_last=True, enable_version_counter=False)
     callbacks: list[Callback] = [ckpt, _EpochSeed(dm.pairs)]
     if has_val:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience))
+    _quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         deterministic=True, callbacks=callbacks,
@@ -134,3 +178,12 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
     if not cfg.fast_dev_run and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+
+
+def _quiet_lightning() -> None:
+    """Keep a run's output to what it says about the run: no hardware banners, tips or known-harmless warnings."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*exists and is not empty.*", ".*LeafSpec.*", ".*does not have many workers.*",
+                    ".*limit_val_batches.*", ".*is a private attribute.*"):
+        warnings.filterwarnings("ignore", message=message)

@@ -30,10 +30,13 @@ def resolve_model(model: str | Path) -> Path:
 
         return Path(snapshot_download(str(model), local_files_only=True))
     except Exception:  # noqa: BLE001 -- not cached, not a valid repo id, offline: all mean the same to the user
+        looks_like_folder = path.is_absolute() or str(model).startswith((".", "~")) or str(model).count("/") != 1
+        hub_id = "openai/clip-vit-base-patch32" if looks_like_folder else str(model)
+        what = "folder not found" if looks_like_folder else "not a local folder and not in the local Hugging Face cache"
         raise SetencError(
-            f"{model}: not a local folder and not in the local Hugging Face cache, and nothing is downloaded "
-            f"here; on a machine with internet run `hf download {model} --local-dir DIR`, copy DIR "
-            "here and pass model=DIR"
+            f"{model}: {what}, and nothing is downloaded here. On a machine with internet run "
+            f"`hf download {hub_id} --local-dir DIR`, copy DIR here and pass it: --backbone_kwargs.model DIR "
+            "(train.py) or --model DIR (evaluate.py, export.py)"
         ) from None
 
 
