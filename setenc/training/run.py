@@ -33,14 +33,14 @@ from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
 
 
-def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None):
+def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbone=None):
     """Catalog -> per-article photo vectors (embedding what the cache lacks), split into train / val / test.
 
     The demo catalog is always the same one (its own fixed seed), whatever the training seed: matchers and heads
     of every seed see the same articles.
     """
+    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     catalog = catalog or catalog_arg(cfg.catalog)
-    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
                                              wait_for_lock=600.0)  # runs side by side share the cache
@@ -73,11 +73,12 @@ def _loggers(cfg: TrainConfig, run_dir: Path):
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics."""
     t0 = time.perf_counter()
+    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)  # a missing model: now
     catalog = catalog_arg(cfg.catalog)
     run_dir = Path(cfg.out) / (cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}")
     check_run_dir(run_dir, cfg, resume)  # before any long work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data, spec, dim = load_training_data(cfg, catalog)
+    data, spec, dim = load_training_data(cfg, catalog, backbone)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
     train_sets, train_cat = data["train"]
     val_p = next(iter(make_protocols(*data["val"])), None) if data["val"][0] else None
