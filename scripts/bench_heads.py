@@ -1,6 +1,6 @@
 """Learned set heads vs the parameter-free matchers on one catalogue's held-out articles, over folds and seeds.
 
-    python scripts/bench_heads.py --config configs/grocery.yaml --folds 0 1 2 --seeds 0 1
+    python scripts/bench_heads.py --catalog ../shared/data/grocery --folds 0 1 2 3 4 --seeds 0 1
 
 Each head spec is `NAME[:key=value,...]` with TrainConfig keys (`proj:lr=1e-4`, `pma:head_kwargs.dim=256`).
 Prints a markdown table (mean ± std of Recall@1 and MAP@R over folds × seeds, training seconds) and appends it,
@@ -20,7 +20,8 @@ def main() -> None:
     from setenc.training.sweep import markdown_table, run_sweep, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="catalogue YAML (configs/grocery.yaml ...); default: the demo")
+    p.add_argument("--config", default=None, help="a YAML config (configs/clip.yaml ...); default: the recipe's choices")
+    p.add_argument("--catalog", default=None, help="manifest or folder; default: the config's, else the demo")
     p.add_argument("--heads", nargs="+", default=["proj", "deepsets", "pma"], help="head specs to train")
     p.add_argument("--matchers", nargs="*", default=None, help="parameter-free baselines (default: every matcher that needs no view tags)")
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], help="split seeds (held-out product folds)")
@@ -34,11 +35,13 @@ def main() -> None:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.catalog:
+        overrides["catalog"] = args.catalog
     t0 = time.perf_counter()
     records = run_sweep(args.config, args.heads, args.folds, args.seeds, args.matchers, overrides, args.protocol)
     table = markdown_table(summarise(records))
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    text = (f"## {args.config or 'demo'} — `{args.protocol}` protocol on held-out articles\n\n"
+    text = (f"## {args.catalog or args.config or 'demo'} — `{args.protocol}` protocol on held-out articles\n\n"
             f"`{command}` ({time.perf_counter() - t0:.0f} s; folds {args.folds}, seeds {args.seeds})\n\n{table}")
     print(text)
     if args.out:

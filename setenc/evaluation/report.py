@@ -70,6 +70,12 @@ def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) 
     parts = _parts(catalog, info)
     if not len(parts["test"]):
         fractions = list(info.get("split", []))
+        heldout = next((e.metrics.get("heldout") for e in trained if e.metrics.get("heldout")), None)
+        if heldout and "test/group" in heldout:
+            m = heldout["test/group"]
+            raise SetencError(f"{catalog.name}: this is a final checkpoint trained on every article, so nothing here is "
+                              f"held out; its recipe was judged on {heldout['run_dir']}: group R@1 {m['recall@1']:.3f}, "
+                              f"MAP@R {m['map@r']:.3f}. Evaluate it on another catalogue, or that run's checkpoint here")
         raise SetencError(f"{catalog.name}: the test split holds no article (the head was trained with split "
                           f"{fractions or 'default'}: nothing was held out); evaluate it on another catalogue, or pass "
                           "--split all to score every article (optimistic: the head saw them)")

@@ -41,15 +41,15 @@ class TrainConfig:
     cross_session: bool = _f(True, "group positives from another capture session (session / partition field) when any")
     max_photos: int = _f(8, "at most this many photos per sampled set")
     photo_dropout: float = _f(0.3, "set augmentation: chance each photo is dropped (one always stays)")
-    split: list = _f([0.8, 0.1, 0.1], "train / val / test fractions, by hashed group")
-    split_by: str = _f("group", "split unit: group (no product leaks across splits) | article")
+    split: list | None = _f(None, "train / val / test fractions, by hashed group; null = chosen from the catalogue")
+    split_by: str = _f("auto", "split unit: group (no product leaks) | article | auto (chosen from the catalogue)")
     split_seed: int = _f(0, "seed of the id-hash split (a different seed = a different fold)")
     batch_size: int = _f(128, "pairs per batch (in-batch negatives: larger is harder)")
     lr: float = _f(1e-3, "AdamW learning rate")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
-    epochs: int = _f(30, "maximum epochs")
+    epochs: int | None = _f(None, "(maximum) epochs; null = chosen from the catalogue (setenc/training/recipe.py)")
     patience: int = _f(8, "early stopping: epochs without a better monitored metric")
-    monitor: str = _f("val/recall@1", "validation metric for early stopping and the best checkpoint")
+    monitor: str = _f("val/map@r", "validation metric for early stopping and the best checkpoint")
     seed: int = _f(0, "seed for sampling, augmentation and init")
     accelerator: str = _f("auto", "Lightning accelerator: auto | cpu | gpu | ...")
     devices: int | str = _f("auto", "Lightning devices: auto, a count, or a list")
@@ -59,6 +59,7 @@ class TrainConfig:
     logger: str = _f("csv", "csv | wandb | both (wandb runs offline unless you are logged in)")
     progress: bool = _f(True, "show progress bars")
     fast_dev_run: bool = _f(False, "one batch of train and val, no checkpoint: a smoke test")
+    final: bool = _f(False, "after the held-out run, retrain on EVERY article with the same recipe (<run>-final)")
 
 
 def _check_keys(d: dict, where: str) -> None:
@@ -97,7 +98,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 CHOICES = {  # fields with a fixed set of values (registry names are checked against the registries)
     "runtime": ("auto", "torch", "onnx"),
     "positives": ("auto", "subsets", "group", "pairs"),
-    "split_by": ("group", "article"),
+    "split_by": ("group", "article", "auto"),
     "monitor": ("val/recall@1", "val/map@r"),
     "logger": ("csv", "wandb", "both", "none"),
 }
@@ -116,13 +117,14 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, key) not in allowed:
             raise SetencError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     split = cfg.split
-    if len(split) != 3 or not all(isinstance(v, (int, float)) and v >= 0 for v in split) or abs(sum(split) - 1) > 1e-6:
+    if split is not None and (len(split) != 3 or not all(isinstance(v, (int, float)) and v >= 0 for v in split)
+                              or abs(sum(split) - 1) > 1e-6):
         raise SetencError(f"split {split}: give three non-negative fractions train / val / test that sum to 1, "
                           "e.g. [0.8, 0.1, 0.1]")
-    if split[0] <= 0:
+    if split is not None and split[0] <= 0:
         raise SetencError(f"split {split}: the training fraction must be above 0")
     for key, low in (("epochs", 1), ("batch_size", 2), ("max_photos", 1), ("patience", 1)):
-        if getattr(cfg, key) < low:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < low:
             raise SetencError(f"config key {key!r}: {getattr(cfg, key)} must be >= {low}")
     if not cfg.lr > 0 or cfg.weight_decay < 0:
         raise SetencError(f"lr={cfg.lr} must be > 0 and weight_decay={cfg.weight_decay} >= 0")

@@ -29,6 +29,7 @@ from setenc.evaluation.protocols import evaluate_vectors, make_protocols
 from setenc.heads import create_head
 from setenc.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
+from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
 
@@ -41,6 +42,7 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     """
     backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     catalog = catalog or catalog_arg(cfg.catalog)
+    cfg, _ = recipe.choose(cfg, catalog)  # a no-op when `prepare` already chose
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
                                              wait_for_lock=600.0)  # runs side by side share the cache
@@ -70,12 +72,39 @@ def _loggers(cfg: TrainConfig, run_dir: Path):
     return loggers
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics."""
-    t0 = time.perf_counter()
-    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)  # a missing model: now
+def prepare(cfg: TrainConfig) -> tuple[TrainConfig, Catalog, list[str]]:
+    """The catalog, and the config with every field left to the recipe chosen from it (and why)."""
     catalog = catalog_arg(cfg.catalog)
-    run_dir = Path(cfg.out) / (cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}")
+    cfg, why = recipe.choose(cfg, catalog)
+    return cfg, catalog, why
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics.
+
+    With `cfg.final`, the held-out run comes first; then the same recipe trains on every article (the epoch count the
+    held-out run kept) into `<run>-final/`, whose checkpoint records the held-out metrics it was judged by.
+    """
+    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)  # a missing model: now
+    cfg, catalog, why = prepare(cfg)
+    for line in why:
+        print(f"[recipe] {line}")
+    name = cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}"
+    if not cfg.final:
+        return _train(dataclasses.replace(cfg, run_name=name), catalog, backbone, resume)
+    evaluated = _train(dataclasses.replace(cfg, final=False, run_name=name), catalog, backbone, resume)
+    heldout = {k: v for k, v in evaluated.items() if k.startswith("test/")}
+    final = dataclasses.replace(cfg, final=False, run_name=f"{name}-final", split=[1.0, 0.0, 0.0],
+                                epochs=evaluated["epochs_kept"])
+    print(f"[final] every article of {catalog.name} trains for {final.epochs} epochs (the held-out run's); "
+          f"its checkpoint records the held-out metrics of {evaluated['run_dir']}")
+    result = _train(final, catalog, backbone, resume=False, heldout={"run_dir": evaluated["run_dir"], **heldout})
+    return result
+
+
+def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, heldout: dict | None = None) -> dict:
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.out) / cfg.run_name
     check_run_dir(run_dir, cfg, resume)  # before any long work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data, spec, dim = load_training_data(cfg, catalog, backbone)
@@ -88,7 +117,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
               "the last epoch is kept", file=sys.stderr)
     elif val_p is None:  # a choice for small catalogues: every product trains, the schedule is fixed
         print(f"[train] no validation split: all {cfg.epochs} epochs run and the last one is kept")
-    if not test_ps:
+    if not test_ps and heldout is None:
         print(f"[train] WARNING: the test split ({len(data['test'][1])} articles) supports no retrieval protocol, so "
               "nothing held out measures this head; a catalogue needs more groups (or a larger test fraction) "
               "for held-out metrics", file=sys.stderr)
@@ -99,23 +128,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     module = SetModule(head_cfg, spec, dim, cfg.loss, cfg.loss_kwargs, cfg.lr, cfg.weight_decay, cfg.epochs)
     module.protocol = val_p
     has_params = any(p.requires_grad for p in module.head.parameters())
+    kept = cfg.epochs
     if has_params:
-        _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume, val_p is not None)
+        kept = _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume, val_p is not None)
     if cfg.fast_dev_run:
         return {"run_dir": str(run_dir)}
 
     best = module.head.eval()
     training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
-                "split_seed": cfg.split_seed}
+                "split_seed": cfg.split_seed, "epochs": kept}
     encoder = SetEncoder(best, spec, dim, training=training)
     enc = lambda sets: encoder.encode_sets(sets)  # noqa: E731
     result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
-              "seconds": round(time.perf_counter() - t0, 1)}
+              "epochs_kept": kept, "seconds": round(time.perf_counter() - t0, 1)}
     for split in ("val", "test"):
         for p in (test_ps if split == "test" else make_protocols(*data[split]) if data[split][0] else []):
             m = evaluate_vectors(enc, p)
             result[f"{split}/{p.name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
     encoder.metrics = {k: v for k, v in result.items() if "/" in k}
+    if heldout is not None:
+        encoder.metrics["heldout"] = heldout
+        result["heldout"] = heldout
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
@@ -130,7 +163,11 @@ def summary_lines(result: dict) -> list[str]:
     for key, m in result.items():
         if "/" in key and isinstance(m, dict):
             lines.append(f"  {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  ({m['queries']} queries)")
-    if not any(k.startswith("test/") for k in result):
+    for key, m in result.get("heldout", {}).items():
+        if isinstance(m, dict):
+            lines.append(f"  held-out {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  "
+                         f"({m['queries']} queries, measured on {result['heldout']['run_dir']})")
+    if not any(k.startswith("test/") for k in {**result, **result.get("heldout", {})}):
         lines.append("  no held-out test metrics (nothing was held out, or too little to search)")
     lines.append(f"  checkpoint: {Path(result['run_dir']) / 'best.pt'}; every metric: result.json")
     return lines
@@ -152,7 +189,8 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
                           "for a new folder, or delete that one")
 
 
-def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> None:
+def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> int:
+    """Fit; load the kept epoch's weights; return how many epochs that checkpoint had trained."""
     ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.monitor if has_val else None,
                            mode="max", save_last=True, enable_version_counter=False)
     callbacks: list[Callback] = [ckpt, _EpochSeed(dm.pairs)]
@@ -176,9 +214,11 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
             raise CheckpointError(f"--resume: {last} is damaged or not a setenc checkpoint ({type(e).__name__}); "
                                   "delete it to start over, or resume from a copy") from None
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
-    if not cfg.fast_dev_run and ckpt.best_model_path:
-        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+    if cfg.fast_dev_run or not ckpt.best_model_path:
+        return trainer.current_epoch
+    blob = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(blob["state_dict"])
+    return int(blob["epoch"]) + 1
 
 
 def _quiet_lightning() -> None:

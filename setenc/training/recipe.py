@@ -1,0 +1,72 @@
+"""The training recipe chosen from the catalogue: split, validation, schedule — so `train.py --catalog X` with no
+other option is the package's best measured recipe for X.
+
+Every rule below is a measurement over product folds x seeds on the real catalogues (docs/bench_heads.md, "The
+default recipe"); the run prints what it chose and why, and any field given on the command line or in a config wins.
+Fields left to the recipe are `None` (`split`, `epochs`) or `"auto"` (`split_by`) in `TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from setenc.catalogs import Catalog
+from setenc.training.config import TrainConfig
+
+CLASS_GROUPS = 40  # mean articles per group from which groups are classes (articleType), not products
+LARGE = 2000  # training articles from which a validation split pays for itself (early stopping, best epoch)
+SMALL_SPLIT = [0.7, 0.0, 0.3]  # few products: every non-test product trains, fixed schedule, last epoch kept
+LARGE_SPLIT = [0.8, 0.1, 0.1]
+STEPS = 1200  # optimiser steps of the fixed schedule (small catalogues)
+MIN_EPOCHS, MAX_EPOCHS = 30, 400
+LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
+
+
+@dataclass
+class CatalogStats:
+    """What the recipe looks at."""
+
+    articles: int
+    groups: int  # distinct groups (articles without a group count as their own)
+    mean_group: float  # articles per group
+    photos_per_article: float
+    single_photo: bool  # every article has exactly one photo
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> "CatalogStats":
+        sizes = Counter(a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles)
+        photos = [len(a.images) for a in catalog.articles]
+        return cls(len(catalog), len(sizes), len(catalog) / max(1, len(sizes)), sum(photos) / max(1, len(photos)),
+                   all(n == 1 for n in photos))
+
+
+def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
+    """The config with every field left to the recipe filled in, and one line per choice saying why."""
+    s = CatalogStats.of(catalog)
+    out, why = dataclasses.replace(cfg), []
+    if out.split_by == "auto":
+        classes = s.mean_group >= CLASS_GROUPS
+        out.split_by = "article" if classes else "group"
+        why.append(f"split_by={out.split_by}: {s.mean_group:.1f} articles per group on average "
+                   + (f"(>= {CLASS_GROUPS}: groups are classes, so held-out ARTICLES of known classes are scored)"
+                      if classes else f"(< {CLASS_GROUPS}: groups are products, so whole products are held out)"))
+    train_articles = s.articles * (LARGE_SPLIT[0] if s.articles * LARGE_SPLIT[0] >= LARGE else SMALL_SPLIT[0])
+    large = train_articles >= LARGE
+    if out.split is None:
+        out.split = list(LARGE_SPLIT if large else SMALL_SPLIT)
+        why.append(f"split={out.split}: ~{train_articles:.0f} training articles "
+                   + ("(>= {LARGE}: a validation split picks the best epoch and stops early)".format(LARGE=LARGE)
+                      if large else f"(< {LARGE}: no validation split; every non-test product trains, the fixed "
+                                    "schedule runs to the end and its last epoch is kept)"))
+    if out.epochs is None:
+        if out.split[1] > 0:
+            out.epochs = LARGE_EPOCHS
+            why.append(f"epochs={out.epochs} at most, early stopping on {out.monitor} (patience {out.patience})")
+        else:
+            steps_per_epoch = max(1, math.ceil(s.articles * out.split[0] / out.batch_size))
+            out.epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(STEPS / steps_per_epoch)))
+            why.append(f"epochs={out.epochs}: ~{steps_per_epoch} steps an epoch, ~{STEPS} optimiser steps in all")
+    return out, why

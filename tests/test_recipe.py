@@ -1,0 +1,70 @@
+"""The recipe chosen from the catalogue (`train.py --catalog X` with no other option), and `--final`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, paired_catalog, script_env
+from setenc.catalogs import Article, Catalog
+from setenc.training import recipe
+from setenc.training.config import load_config
+
+
+def synthetic(groups: int, per_group: int, photos: int = 3) -> Catalog:
+    arts = [Article(f"g{g}-{k}", tuple(f"/x/g{g}-{k}-{j}.jpg" for j in range(photos)), f"g{g}")
+            for g in range(groups) for k in range(per_group)]
+    return Catalog(arts, root=None, name="synthetic")
+
+
+def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
+    cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))  # 180 articles of 60 products
+    assert cfg.split == recipe.SMALL_SPLIT and cfg.split[1] == 0 and cfg.split_by == "group"
+    steps_per_epoch = -(-int(180 * cfg.split[0]) // cfg.batch_size)
+    assert recipe.MIN_EPOCHS <= cfg.epochs <= recipe.MAX_EPOCHS
+    assert abs(cfg.epochs * steps_per_epoch - recipe.STEPS) <= steps_per_epoch or cfg.epochs == recipe.MAX_EPOCHS
+    assert any("no validation split" in line for line in why)
+
+
+def test_large_catalogue_validates_and_stops_early():
+    cfg, why = recipe.choose(load_config(None, {}), synthetic(1500, 2))  # 3,000 articles
+    assert cfg.split == recipe.LARGE_SPLIT and cfg.split[1] > 0 and cfg.epochs == recipe.LARGE_EPOCHS
+    assert any("early stopping" in line for line in why)
+
+
+def test_groups_that_are_classes_split_by_article():
+    cfg, _ = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
+    assert cfg.split_by == "article"
+    assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].split_by == "group"
+
+
+def test_what_the_user_sets_wins():
+    cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article"}),
+                             synthetic(60, 3))
+    assert (cfg.split, cfg.epochs, cfg.split_by, why) == ([0.6, 0.2, 0.2], 7, "article", [])
+
+
+def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):
+    pytest.importorskip("pytorch_lightning")
+    catalog = paired_catalog(tmp_path / "cat", 24, 2, seed=3)
+    env = script_env(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--catalog", str(catalog), "--out",
+                           str(tmp_path / "runs"), "--final", "true", "--epochs", "3", "--progress", "false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "runs" / "cat-proj-s0"
+    final = tmp_path / "runs" / "cat-proj-s0-final"
+    evaluated = json.loads((run / "result.json").read_text())
+    result = json.loads((final / "result.json").read_text())
+    assert evaluated["train_articles"] < 24 and result["train_articles"] == 24  # every article trains
+    assert result["heldout"]["test/group"] == evaluated["test/group"] and "[final]" in proc.stdout
+    blob = torch.load(final / "best.pt", map_location="cpu", weights_only=True)
+    assert blob["training"]["split"] == [1.0, 0.0, 0.0] and blob["metrics"]["heldout"]["run_dir"] == str(run)
+    ev = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(final / "best.pt"),
+                         "--catalog", str(catalog), "--out", str(tmp_path / "rep")], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 2 and "final checkpoint trained on every article" in ev.stderr, ev.stderr
