@@ -1,11 +1,19 @@
 """The generated demo catalog: SYNTHETIC multi-view product photos, so setenc runs anywhere with nothing downloaded.
 
 No photo in it is real. Each group is a procedurally designed product family (a shape — box, can, bottle, jar,
-ball, cone, cup — with a colour scheme, print pattern, label and logo); its articles are variants of the family
-(tint, label colour, size) and each article is 1–8 photos rendered by `setenc.catalogs.render` from tagged angles
-(front / angle / side / back / top) over varied backgrounds and light. About a third of the families are
-near-copies of another family with one attribute changed (hard negatives), and many share shape or colour.
-The catalog is deterministic in its parameters and generated once into the cache folder.
+ball, cone, cup — with a colour scheme, print pattern, label and logo); its articles are 2–4 listings of the
+product (small tint and size changes), each 1–5 photos rendered by `setenc.catalogs.render` from tagged angles
+(front / angle / side / back / top). About a third of the families are near-copies of another family with one
+attribute changed (hard negatives), and many share shape or colour.
+
+The catalogue teaches what a learned set head is for. Every article is shot in a capture *session* (a `Scene`: a
+saturated backdrop, light colour and direction, framing scale) shared with articles of ~40 OTHER products, and the
+articles of one product always come from different sessions. What tells products apart (the design) is consistent
+across sessions; what a frozen backbone's photo vectors are dominated by (the session) is shared with wrong
+products: a near-copy family is shot in its parent's sessions. Queries (`partition: query`) search gallery
+articles from other sessions, as in a real catalogue; `session` is in each article's meta, so training draws
+group positives across sessions. The catalog is deterministic in its parameters and generated once into the
+cache folder.
 """
 
 from __future__ import annotations
@@ -24,11 +32,11 @@ from tqdm import tqdm
 from setenc.catalogs.manifest import Article, Catalog, write_catalog
 from setenc.errors import CatalogError
 from setenc.paths import absolute, cache_dir
-from setenc.catalogs.render import LABEL_ZONES, LOGOS, PATTERNS, SHAPES, Look, render_photo
+from setenc.catalogs.render import BACKDROPS, LABEL_ZONES, LOGOS, PATTERNS, SHAPES, Look, Scene, render_photo
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 1  # bump whenever the rendered bytes change, so cached demo catalogs are rebuilt
+DEMO_VERSION = 2  # bump whenever the rendered bytes change, so cached demo catalogs are rebuilt
 STAMP = "demo.json"  # written last: a folder without it is not a finished demo catalog
 COLOURS = {
     "red": (0.80, 0.12, 0.12), "orange": (0.95, 0.50, 0.10), "yellow": (0.95, 0.82, 0.15),
@@ -42,8 +50,10 @@ PATTERN_WORDS = {"plain": "", "striped": "striped", "banded": "banded", "checked
 # (view tag, yaw, pitch) in degrees; a photo's tag names the angle it was rendered from
 POSES = (("front", 0, 10), ("angle", 40, 22), ("angle", -40, 22), ("side", 90, 8), ("side", -90, 8),
          ("back", 180, 10), ("top", 0, 78), ("angle", 145, 22))
-ARTICLES_PER_GROUP = (np.arange(1, 7), [0.08, 0.2, 0.22, 0.2, 0.17, 0.13])
-PHOTOS_PER_ARTICLE = (np.arange(1, 9), [0.08, 0.14, 0.18, 0.18, 0.15, 0.12, 0.08, 0.07])
+ARTICLES_PER_GROUP = (np.arange(2, 5), [0.2, 0.4, 0.4])  # each in its own session; 2 = 1 query + 1 gallery
+PHOTOS_PER_ARTICLE = (np.arange(1, 6), [0.36, 0.32, 0.18, 0.09, 0.05])
+ARTICLES_PER_SESSION = 40
+N_GROUPS = 540  # the default: ~1,750 articles, ~3,700 photos, ~170 group-protocol queries in a 20 % test split
 
 
 @dataclass(frozen=True)
@@ -105,16 +115,63 @@ def _sibling(d: Design, rng: np.random.Generator) -> Design:
     return replace(d, **{what: _pick(rng, COLOURS, (d.colour, d.accent))})
 
 
-def _designs(seed: int, n_groups: int) -> list[Design]:
+def _families(seed: int, n_groups: int) -> tuple[list[Design], list[int | None]]:
+    """The designs and, for each near-copy, the family it copies (else None)."""
     rng = np.random.default_rng([seed, 0])
     out: list[Design] = []
+    parents: list[int | None] = []
     keys: set[tuple] = set()
     while len(out) < n_groups:
-        d = _sibling(out[rng.integers(len(out))], rng) if out and rng.random() < 0.35 else _design(rng)
+        parent = int(rng.integers(len(out))) if out and rng.random() < 0.35 else None
+        d = _sibling(out[parent], rng) if parent is not None else _design(rng)
         if d.key not in keys:
             keys.add(d.key)
             out.append(d)
+            parents.append(parent)
+    return out, parents
+
+
+def _designs(seed: int, n_groups: int) -> list[Design]:
+    return _families(seed, n_groups)[0]
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
+    import colorsys
+
+    return tuple(float(c) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def _scenes(seed: int, n: int) -> list[Scene]:
+    """n capture sessions: saturated sets in a hue of their own, coloured light, their own framing."""
+    rng = np.random.default_rng([seed, 3])
+    out = []
+    for k in range(n):
+        hue = (k / n + rng.uniform(-0.3, 0.3) / n) % 1.0
+        palette = tuple(_hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.45, 1.0), rng.uniform(0.35, 0.95))
+                        for _ in range(3))
+        cast = tuple(float(c) for c in np.clip(1 + rng.normal(0, 0.1, 3), 0.75, 1.25))
+        light = (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(0.2, 0.9)), float(-rng.uniform(0.4, 1.0)))
+        out.append(Scene(backdrop=str(BACKDROPS[k % len(BACKDROPS)]), palette=palette, cast=cast, light=light,
+                         zoom=float(rng.uniform(0.5, 0.8)), period=float(rng.uniform(3, 8)),
+                         layout=int(rng.integers(2**31))))
     return out
+
+
+def _plan(seed: int, parents: list[int | None], counts: list[int], n_sessions: int) -> list[list[int]]:
+    """The session of each article of each family: distinct within a family. A near-copy is shot in its parent's
+    sessions, rotated so that its gallery article shares the session of the parent's first query."""
+    rng = np.random.default_rng([seed, 4])
+    plan: list[list[int]] = []
+    for parent, n in zip(parents, counts):
+        if parent is None:
+            plan.append([int(s) for s in rng.choice(n_sessions, n, replace=False)])
+            continue
+        p = plan[parent]
+        mine = [s for s in p[1:]][: n - 1]
+        free = [s for s in rng.permutation(n_sessions) if s not in p]
+        mine += [int(s) for s in free[: n - 1 - len(mine)]]
+        plan.append([*mine, p[0]])
+    return plan
 
 
 def _jitter(name: str, rng: np.random.Generator, sigma: float = 0.03) -> tuple[float, float, float]:
@@ -125,7 +182,7 @@ def _variant(d: Design, rng: np.random.Generator) -> tuple[Look, str]:
     """One article of the family: small tint, size and print changes, sometimes another label colour."""
     size = rng.uniform(0.82, 1.12)
     label = d.label
-    if label is not None and rng.random() < 0.35:
+    if label is not None and rng.random() < 0.1:
         label = _pick(rng, COLOURS, (d.colour, d.label))
     look = Look(
         shape=d.shape, scale=(d.aspect[0] * size * rng.uniform(0.95, 1.05), d.aspect[1] * size),
@@ -154,14 +211,25 @@ def _poses(rng: np.random.Generator) -> list[tuple[str, float, float]]:
     return out
 
 
+def _queries(n: int) -> int:
+    """How many of a family's n articles are queries (the rest, at least one, are its gallery)."""
+    return n - n // 2 if n > 1 else 0
+
+
 def _build(folder: Path, seed: int, n_groups: int, size: int) -> Catalog:
     """Render every photo into folder/images and return the catalog (absolute paths)."""
+    designs, parents = _families(seed, n_groups)
     families = []  # (group name, design, [(look, title, poses) per article])
-    for g, design in enumerate(_designs(seed, n_groups)):
+    width = max(3, len(str(n_groups - 1)))
+    for g, design in enumerate(designs):
         rng = np.random.default_rng([seed, 1, g])
         n = int(rng.choice(ARTICLES_PER_GROUP[0], p=ARTICLES_PER_GROUP[1]))
         variants = [(*_variant(design, rng), _poses(rng)) for _ in range(n)]
-        families.append((f"{g:03d}-{design.colour}-{design.pattern}-{design.shape}", design, variants))
+        families.append((f"{g:0{width}d}-{design.colour}-{design.pattern}-{design.shape}", design, variants))
+    counts = [len(f[2]) for f in families]
+    n_sessions = max(int(ARTICLES_PER_GROUP[0][-1]), round(sum(counts) / ARTICLES_PER_SESSION))
+    scenes = _scenes(seed, n_sessions)
+    plan = _plan(seed, parents, counts, n_sessions)
     (folder / "images").mkdir(parents=True)
     articles = []
     total = sum(len(f[2]) for f in families)
@@ -169,14 +237,17 @@ def _build(folder: Path, seed: int, n_groups: int, size: int) -> Catalog:
         for g, (group, design, variants) in enumerate(families):
             for k, (look, title, poses) in enumerate(variants):
                 images = []
+                session = plan[g][k]
                 for j, (_, yaw, pitch) in enumerate(poses):
-                    images.append(folder / "images" / f"{g:03d}-{k}_{j}.jpg")
-                    photo = render_photo(look, yaw, pitch, np.random.default_rng([seed, 2, g, k, j]), size)
+                    images.append(folder / "images" / f"{g:0{width}d}-{k}_{j}.jpg")
+                    photo = render_photo(look, yaw, pitch, np.random.default_rng([seed, 2, g, k, j]), size,
+                                         scenes[session])
                     photo.save(images[-1], quality=90)
                 articles.append(Article(
-                    id=f"{g:03d}-{k}", images=tuple(images), group=group, title=title,
-                    views=tuple(tag for tag, _, _ in poses), meta={"category": design.shape},
-                    partition="query" if k == 0 and len(variants) > 1 else "gallery",
+                    id=f"{g:0{width}d}-{k}", images=tuple(images), group=group, title=title,
+                    views=tuple(tag for tag, _, _ in poses),
+                    meta={"category": design.shape, "session": f"s{session:03d}"},
+                    partition="query" if k < _queries(len(variants)) else "gallery",
                 ))
                 bar.update()
     return Catalog(articles, folder, name="demo")
@@ -191,7 +262,7 @@ def _is_built(folder: Path, params: dict) -> bool:
 
 
 def make_demo_catalog(
-    out_dir: str | os.PathLike | None = None, seed: int = 0, n_groups: int = 80, size: int = 128
+    out_dir: str | os.PathLike | None = None, seed: int = 0, n_groups: int = N_GROUPS, size: int = 128
 ) -> Path:
     """Generate the synthetic demo catalog once and return its manifest path.
 
@@ -201,7 +272,7 @@ def make_demo_catalog(
     Args:
         out_dir: where to write it; default: `<cache>/demo/v<version>-seed<seed>-g<n_groups>-px<size>`.
         seed: everything (designs, variants, poses, backgrounds) follows from it; same seed, same bytes.
-        n_groups: product families (about 3.5 articles and 15 photos each).
+        n_groups: product families (about 3.2 articles and 8 photos each; ~1.8 queries).
         size: photo side in pixels (JPEG).
     """
     params = {"version": DEMO_VERSION, "seed": seed, "n_groups": n_groups, "size": size}
@@ -222,6 +293,8 @@ def make_demo_catalog(
         catalog = _build(tmp, seed, n_groups, size)
         write_catalog(catalog, tmp / "catalog.jsonl")
         stats = {"articles": len(catalog), "photos": len(catalog.image_paths), "groups": n_groups,
+                 "queries": sum(a.partition == "query" for a in catalog),
+                 "sessions": len({a.meta["session"] for a in catalog}),
                  "note": "synthetic: procedurally rendered products, no real photos"}
         (tmp / STAMP).write_text(json.dumps({**params, **stats}, indent=1) + "\n")
         if _is_built(out, params):  # another process finished the same catalog meanwhile

@@ -5,6 +5,10 @@ front facing the camera at yaw 0 — painted with a procedural print (pattern, l
 on the back) and lit with Lambert + Blinn-Phong shading. A photo is an orthographic view from a given yaw and
 pitch, placed in the frame with jittered scale, roll, shear and crop, over a plain / gradient / noisy / cluttered
 background, under a random light, brightness, contrast, colour cast and sensor noise. Nothing here is a real photo.
+
+A `Scene` is a capture session: every photo taken in it shares the backdrop (a saturated plain, gradient, checked
+or cluttered set, cropped differently each time), the light direction and colour, and the framing scale — nuisance
+that dominates a frozen backbone's photo vectors, so products shot in one session look alike to it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,20 @@ LOGOS = {
     "bars": lambda a, b: (np.abs(a) < 1) & (np.abs(b) < 0.9) & (np.floor((a + 1) * 2.5) % 2 == 0),
 }
 BACKGROUNDS = ("plain", "gradient", "noise", "clutter")
+BACKDROPS = ("plain", "gradient", "checks", "stripes", "clutter")  # a session's set
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A capture session: what every photo taken in it shares."""
+
+    backdrop: str  # key of BACKDROPS
+    palette: tuple[Colour, Colour, Colour]  # the set's colours, RGB in [0, 1]
+    cast: Colour  # light colour: per-channel gain on the whole photo
+    light: tuple[float, float, float]  # light direction (x right, y up, z towards the scene)
+    zoom: float  # how large the product is framed
+    period: float  # checks / stripes: repeats across the frame
+    layout: int  # seed of the clutter layout
 
 
 @dataclass(frozen=True)
@@ -275,6 +293,38 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(img.filter(ImageFilter.BoxBlur(size / 80)), np.float32) / 255
 
 
+@functools.lru_cache(maxsize=64)
+def _set(scene: Scene, size: int) -> np.ndarray:
+    """The session's backdrop, 1.5x the photo side (photos crop it at random offsets); read-only float32."""
+    big = size * 3 // 2
+    a, b, c = (np.asarray(p, np.float32) for p in scene.palette)
+    gx, gy = _grid(big)
+    if scene.backdrop == "plain":
+        out = a + (b - a) * 0.15 * (gx**2 + gy**2)[..., None]  # a faint vignette
+    elif scene.backdrop == "gradient":
+        w = (gx * 0.6 + gy * 0.8)[..., None] * 0.5 + 0.5
+        out = a + (b - a) * w
+    elif scene.backdrop == "checks":
+        f = scene.period * 1.5 / 2
+        out = np.where(((np.floor(gx * f) + np.floor(gy * f)) % 2 == 0)[..., None], a, b)
+    elif scene.backdrop == "stripes":
+        f = scene.period * 1.5 / 2
+        out = np.where((np.floor((gx + 0.5 * gy) * f) % 3)[..., None] == 0, c, np.where((gy > 0)[..., None], a, b))
+    else:
+        rng = np.random.default_rng(scene.layout)
+        img = Image.new("RGB", (big, big), tuple(int(v * 255) for v in a))
+        draw = ImageDraw.Draw(img)
+        for k in range(int(rng.integers(10, 18))):
+            x0, y0 = rng.integers(-big // 4, big, 2)
+            w, h = rng.integers(big // 10, big // 3, 2)
+            fill = tuple(int(v * 255) for v in np.clip((a, b, c)[k % 3] + rng.normal(0, 0.06, 3), 0, 1))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x0 + w, y0 + h], fill=fill)
+        out = np.asarray(img.filter(ImageFilter.BoxBlur(big / 100)), np.float32) / 255
+    out = np.ascontiguousarray(np.broadcast_to(out, (big, big, 3)), np.float32)
+    out.flags.writeable = False
+    return out
+
+
 def _trace(look: Look, gx: np.ndarray, gy: np.ndarray, frame: tuple[float, ...], rot: np.ndarray):
     """Cast one ray per camera-plane point (gx, gy: (M,)); returns t, part, code and the ray origins (M, 3)."""
     a, b, c, d, sx, sy = frame  # camera plane -> object units: q = [[a, b], [c, d]] @ (g - shift)
@@ -284,10 +334,16 @@ def _trace(look: Look, gx: np.ndarray, gy: np.ndarray, frame: tuple[float, ...],
     return (*_intersect(look.shape, origin / scale, rot[2] / scale), origin)
 
 
-def render_photo(look: Look, yaw: float, pitch: float, rng: np.random.Generator, size: int = 128) -> Image.Image:
-    """One photo of the product seen from (yaw, pitch) in degrees; framing, light and backdrop drawn from rng."""
-    crop = rng.random() < 0.15
+def render_photo(look: Look, yaw: float, pitch: float, rng: np.random.Generator, size: int = 128,
+                 scene: Scene | None = None) -> Image.Image:
+    """One photo of the product seen from (yaw, pitch) in degrees; framing, light and backdrop drawn from rng.
+
+    With a `scene`, the backdrop, light and framing scale are the session's, jittered a little per photo.
+    """
+    crop = scene is None and rng.random() < 0.15
     zoom = rng.uniform(0.6, 0.8) * (rng.uniform(1.35, 1.7) if crop else 1.0)
+    if scene is not None:
+        zoom = scene.zoom * rng.uniform(0.92, 1.08)
     roll, shear, squash = rng.normal(0, 0.1), rng.uniform(-0.15, 0.15), rng.uniform(0.9, 1.1)
     shift = rng.uniform(-0.12, 0.12, 2) * (3 if crop else 1)
     c, s = math.cos(roll), math.sin(roll)
@@ -313,6 +369,8 @@ def render_photo(look: Look, yaw: float, pitch: float, rng: np.random.Generator,
     n = n / np.linalg.norm(n, axis=1, keepdims=True) @ rot.T  # camera-space unit normals (K, 3)
 
     light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(0.2, 0.9), -rng.uniform(0.4, 1.0)], np.float32)
+    if scene is not None:
+        light = np.asarray(scene.light, np.float32) + light * 0.15
     light /= np.linalg.norm(light)
     halfway = light + np.array([0, 0, -1], np.float32)
     halfway /= np.linalg.norm(halfway)
@@ -321,7 +379,11 @@ def render_photo(look: Look, yaw: float, pitch: float, rng: np.random.Generator,
     specular = look.gloss * np.clip(n @ halfway, 0, None)[:, None] ** (12 + 50 * look.gloss)
     shaded = albedo * (ambient + (1 - ambient) * diffuse) + 0.6 * specular
 
-    img = _background(rng, size)
+    if scene is None:
+        img = _background(rng, size)
+    else:
+        x0, y0 = rng.integers(0, size // 2 + 1, 2)
+        img = _set(scene, size)[y0 : y0 + size, x0 : x0 + size].copy()
     shadow = Image.fromarray((coarse * 89).astype(np.uint8)).filter(ImageFilter.BoxBlur(1))  # 89 / 255 = 0.35
     shadow = np.asarray(shadow.resize((size, size), Image.BILINEAR), np.float32)[..., None] * (-1 / 255)
     img *= np.roll(shadow + 1, (int(size * 0.05), int(-light[0] * size * 0.06)), axis=(0, 1))
@@ -330,6 +392,8 @@ def render_photo(look: Look, yaw: float, pitch: float, rng: np.random.Generator,
 
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.15)
     gain = (contrast * brightness * (1 + rng.normal(0, 0.05, 3))).astype(np.float32)  # with a colour cast
+    if scene is not None:
+        gain *= np.asarray(scene.cast, np.float32)
     img *= gain * 255
     img += (0.5 - 0.5 * contrast) * gain / contrast * 255 + 0.5
     img = img.reshape(size, size, 3)
