@@ -19,11 +19,11 @@ from PIL import Image
 from setenc.catalogs import load_catalog, write_catalog
 from setenc.errors import CatalogError
 from setenc.catalogs import demo, from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
-from setenc.catalogs.render import SHAPES, Look, render_photo
+from setenc.catalogs.render import SHAPES, Look, Scene, render_photo
 
 REPO = Path(__file__).resolve().parent.parent
 FASHION = REPO.parent / "shared" / "data" / "fashion44k"
-TINY = dict(n_groups=5, size=40)  # ~18 articles, ~80 photos: well under a second
+TINY = dict(n_groups=6, size=40)  # ~20 articles, ~45 photos: well under a second
 
 
 def _photo(path: Path, colour=(200, 30, 30)) -> Path:
@@ -58,29 +58,49 @@ def test_demo_contents(tiny_demo):
     cat = load_catalog(tiny_demo)  # validates the manifest and that every photo exists
     by_group = Counter(a.group for a in cat)
     assert len(by_group) == TINY["n_groups"]
-    assert all(1 <= n <= 6 for n in by_group.values()) and max(by_group.values()) >= 2
-    assert all(1 <= len(a.images) <= 8 for a in cat)
+    assert all(2 <= n <= 4 for n in by_group.values())
+    assert all(1 <= len(a.images) <= 5 for a in cat)
     assert len({len(a.images) for a in cat}) >= 3  # varied set sizes
     tags = {"front", "angle", "side", "back", "top"}
     for a in cat:
         assert a.views is not None and len(a.views) == len(a.images) and set(a.views) <= tags
         assert a.title and a.meta["category"] in SHAPES and a.meta["category"] in a.title
-        assert a.partition == ("query" if a.id.endswith("-0") and by_group[a.group] > 1 else "gallery")
+        k, n = int(a.id.rsplit("-", 1)[1]), by_group[a.group]
+        assert a.partition == ("query" if k < n - n // 2 else "gallery")  # the first half are queries
     assert len({a.meta["category"] for a in cat if a.group == cat[0].group}) == 1  # a family shares its shape
+    for g in by_group:  # a product's articles come from different capture sessions
+        sessions = [a.meta["session"] for a in cat if a.group == g]
+        assert len(set(sessions)) == len(sessions)
+    assert max(Counter(a.meta["session"] for a in cat).values()) >= 2  # a session shoots several products
     with Image.open(cat[0].images[0]) as im:
         assert im.format == "JPEG" and im.size == (TINY["size"], TINY["size"]) and im.mode == "RGB"
     stamp = json.loads((tiny_demo.parent / demo.STAMP).read_text())
     assert stamp["photos"] == len(cat.image_paths) and "synthetic" in stamp["note"]
 
 
-def test_default_size_is_a_few_hundred_articles():
-    designs = demo._designs(0, 80)
-    assert len({d.key for d in designs}) == 80
+def test_default_size_gives_enough_queries_in_a_few_thousand_photos():
+    n = demo.N_GROUPS
+    designs, parents = demo._families(0, n)
+    assert len({d.key for d in designs}) == n
     shapes, colours = Counter(d.shape for d in designs), Counter(d.colour for d in designs)
     assert max(shapes.values()) >= 5 and max(colours.values()) >= 3  # groups share shape / colour: hard negatives
-    mean_articles = float(np.dot(demo.ARTICLES_PER_GROUP[0], demo.ARTICLES_PER_GROUP[1]))
+    assert 0.25 * n <= sum(p is not None for p in parents) <= 0.45 * n  # near-copies of another family
+    sizes, p = demo.ARTICLES_PER_GROUP
+    mean_articles = float(np.dot(sizes, p))
+    mean_queries = float(np.dot([demo._queries(int(k)) for k in sizes], p))
     mean_photos = float(np.dot(demo.PHOTOS_PER_ARTICLE[0], demo.PHOTOS_PER_ARTICLE[1]))
-    assert 200 <= 80 * mean_articles <= 400 and 1000 <= 80 * mean_articles * mean_photos <= 2000
+    assert 0.2 * n * mean_queries >= 160  # a 20 % test split holds ~150+ group-protocol queries
+    assert 3000 <= n * mean_articles * mean_photos <= 4000  # embedded in well under a minute
+
+
+def test_near_copies_are_shot_in_their_parents_sessions():
+    designs, parents = demo._families(0, 60)
+    counts = [2 + g % 3 for g in range(60)]
+    plan = demo._plan(0, parents, counts, 12)
+    for g, (parent, sessions) in enumerate(zip(parents, plan)):
+        assert len(sessions) == counts[g] == len(set(sessions)) and all(0 <= s < 12 for s in sessions)
+        if parent is not None:  # its gallery article shares the session of its parent's first query
+            assert sessions[-1] == plan[parent][0]
 
 
 def test_second_call_does_not_rebuild(tiny_demo, monkeypatch):
@@ -136,20 +156,39 @@ def _pixels(im: Image.Image, colour: str) -> int:
     return int(((g > r + 70) & (g > b + 70)).sum())
 
 
+GREY_SET = Scene(backdrop="checks", palette=((0.4, 0.4, 0.45), (0.6, 0.6, 0.6), (0.5, 0.5, 0.5)), cast=(1.0, 1.0, 1.0),
+                 light=(0.3, 0.6, -0.7), zoom=0.7, period=5.0, layout=0)
+
+
+@pytest.mark.parametrize("scene", [None, GREY_SET], ids=["random", "session"])
 @pytest.mark.parametrize("shape", ["box", "bottle", "can"])
-def test_views_show_what_their_tag_says(shape):
+def test_views_show_what_their_tag_says(shape, scene):
     """The logo is printed on the front only: seen at yaw 0, gone from the back and (nearly) from the side."""
     look = Look(shape=shape, scale=(1.0, 1.0), base=(0.5, 0.5, 0.5), accent=(0.5, 0.5, 0.5), pattern="plain",
                 freq=2.0, label=(0.9, 0.9, 0.9), band=(-0.5, 0.3), wrap=False, logo="circle", mark=(1.0, 0.0, 1.0),
                 lid=(0.0, 0.8, 0.0), gloss=0.0, text=(0.2, 0.2), barcode=0)
 
     def count(yaw, pitch, colour):  # the same rng seed: same framing, light and background for every view
-        return _pixels(render_photo(look, yaw, pitch, np.random.default_rng(3), 96), colour)
+        return _pixels(render_photo(look, yaw, pitch, np.random.default_rng(3), 96, scene), colour)
 
     front, side, back = (count(yaw, 10, "magenta") for yaw in (0, 90, 180))
     assert front > 60 and back < 5 and side < front / 4
     if shape == "can":  # its flat lid faces the camera from the top, but not from below
         assert count(0, 80, "green") > 3 * max(count(0, -30, "green"), 1)
+
+
+def test_a_session_shares_its_backdrop_across_products():
+    """Two different products shot in one session look alike around them; the same product in two sessions not."""
+    scenes = demo._scenes(0, 8)
+    looks = [demo._variant(d, np.random.default_rng(k))[0] for k, d in enumerate(demo._designs(0, 2))]
+
+    def rim(look, scene, seed):  # mean colour of the photo's border, where the backdrop shows
+        a = np.asarray(render_photo(look, 0, 10, np.random.default_rng(seed), 64, scene), float)
+        return np.concatenate([a[:6].reshape(-1, 3), a[-6:].reshape(-1, 3)]).mean(0)
+
+    same_session = np.abs(rim(looks[0], scenes[0], 1) - rim(looks[1], scenes[0], 2)).sum()
+    same_product = np.abs(rim(looks[0], scenes[0], 1) - rim(looks[0], scenes[4], 1)).sum()
+    assert same_session < same_product
 
 
 # folder layout
