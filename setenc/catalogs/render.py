@@ -6,9 +6,7 @@ on the back) and lit with Lambert + Blinn-Phong shading. A photo is an orthograp
 pitch, placed in the frame with jittered scale, roll, shear and crop, over a plain / gradient / noisy / cluttered
 background, under a random light, brightness, contrast, colour cast and sensor noise. Nothing here is a real photo.
 
-A `Scene` is a capture session: every photo taken in it shares the backdrop (a saturated plain, gradient, checked
-or cluttered set, cropped differently each time), the light direction and colour, and the framing scale — nuisance
-that dominates a frozen backbone's photo vectors, so products shot in one session look alike to it.
+A `Scene` is a capture session: its photos share the backdrop (cropped anew each time), light and framing scale.
 """
 
 from __future__ import annotations
@@ -302,8 +300,7 @@ def _set(scene: Scene, size: int) -> np.ndarray:
     if scene.backdrop == "plain":
         out = a + (b - a) * 0.15 * (gx**2 + gy**2)[..., None]  # a faint vignette
     elif scene.backdrop == "gradient":
-        w = (gx * 0.6 + gy * 0.8)[..., None] * 0.5 + 0.5
-        out = a + (b - a) * w
+        out = a + (b - a) * ((gx * 0.6 + gy * 0.8)[..., None] * 0.5 + 0.5)
     elif scene.backdrop == "checks":
         f = scene.period * 1.5 / 2
         out = np.where(((np.floor(gx * f) + np.floor(gy * f)) % 2 == 0)[..., None], a, b)
