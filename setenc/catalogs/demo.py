@@ -36,7 +36,7 @@ from setenc.catalogs.render import BACKDROPS, LABEL_ZONES, LOGOS, PATTERNS, SHAP
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 2  # bump whenever the rendered bytes change, so cached demo catalogs are rebuilt
+DEMO_VERSION = 3  # bump whenever the rendered bytes change, so cached demo catalogs are rebuilt
 STAMP = "demo.json"  # written last: a folder without it is not a finished demo catalog
 COLOURS = {
     "red": (0.80, 0.12, 0.12), "orange": (0.95, 0.50, 0.10), "yellow": (0.95, 0.82, 0.15),
@@ -149,10 +149,10 @@ def _scenes(seed: int, n: int) -> list[Scene]:
         hue = (k / n + rng.uniform(-0.3, 0.3) / n) % 1.0
         palette = tuple(_hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.45, 1.0), rng.uniform(0.35, 0.95))
                         for _ in range(3))
-        cast = tuple(float(c) for c in np.clip(1 + rng.normal(0, 0.1, 3), 0.75, 1.25))
+        cast = tuple(float(c) for c in np.clip(1 + rng.normal(0, 0.05, 3), 0.85, 1.15))
         light = (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(0.2, 0.9)), float(-rng.uniform(0.4, 1.0)))
         out.append(Scene(backdrop=str(BACKDROPS[k % len(BACKDROPS)]), palette=palette, cast=cast, light=light,
-                         zoom=float(rng.uniform(0.5, 0.8)), period=float(rng.uniform(3, 8)),
+                         zoom=float(rng.uniform(0.55, 0.85)), period=float(rng.uniform(3, 8)),
                          layout=int(rng.integers(2**31))))
     return out
 
