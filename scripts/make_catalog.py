@@ -23,7 +23,7 @@ def main() -> None:
     p.add_argument("src", nargs="*", help="the collection's root (abo: LISTINGS IMAGES_CSV IMAGES_ROOT)")
     p.add_argument("--out", default=None, help="folder for catalog.jsonl (demo: default the cache folder)")
     p.add_argument("--seed", type=int, default=0, help="demo: random seed")
-    p.add_argument("--groups", type=int, default=80, help="demo: number of product families")
+    p.add_argument("--groups", type=int, default=None, help="demo: number of product families (default: the demo's)")
     p.add_argument("--size", type=int, default=128, help="demo: photo side in pixels")
     p.add_argument("--split", default="train", choices=["train", "test", "all"], help="sop: which list file(s)")
     p.add_argument("--group-by", nargs="+", default=["articleType"], help="styles: column(s) that make the group")
@@ -40,7 +40,8 @@ def main() -> None:
     if args.out is None and args.source != "demo":
         p.error("--out DIR is required")
     if args.source == "demo":
-        path = make_demo_catalog(args.out, seed=args.seed, n_groups=args.groups, size=args.size)
+        groups = {} if args.groups is None else {"n_groups": args.groups}
+        path = make_demo_catalog(args.out, seed=args.seed, size=args.size, **groups)
         catalog = load_catalog(path)
     else:
         make = {

@@ -56,7 +56,7 @@ def test_no_validation_split_runs_every_epoch_and_keeps_the_last(env, catalog, t
         torch.testing.assert_close(best["state_dict"][k], v, rtol=0, atol=0)
 
 
-@pytest.mark.slow  # ~1 min on 2 cores: builds the demo catalog, exports the backbone, embeds 1,229 photos
+@pytest.mark.slow  # ~1 min on 2 cores: builds the demo catalog, exports the backbone, embeds 3,747 photos
 def test_embedded_default_runs_with_no_arguments(tmp_path):
     env = script_env(tmp_path / "cache")
     train(env, cwd=tmp_path)
