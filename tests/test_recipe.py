@@ -23,22 +23,22 @@ def synthetic(groups: int, per_group: int, photos: int = 3) -> Catalog:
 
 def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
     cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))  # 180 articles of 60 products
-    assert cfg.split == recipe.SMALL_SPLIT and cfg.split[1] == 0 and cfg.split_by == "group"
-    steps_per_epoch = -(-int(180 * cfg.split[0]) // cfg.batch_size)
-    assert recipe.MIN_EPOCHS <= cfg.epochs <= recipe.MAX_EPOCHS
-    assert abs(cfg.epochs * steps_per_epoch - recipe.STEPS) <= steps_per_epoch or cfg.epochs == recipe.MAX_EPOCHS
+    assert cfg.split == recipe.PRODUCT_SPLIT and cfg.split[1] == 0 and cfg.split_by == "group"
+    assert cfg.epochs == recipe.STEPS  # 126 training articles: one (short) batch an epoch
     assert any("no validation split" in line for line in why)
+    big, _ = recipe.choose(load_config(None, {}), synthetic(400, 4))  # 1,120 training articles: 8 batches an epoch
+    assert big.split[1] == 0 and big.epochs == 125
 
 
 def test_large_catalogue_validates_and_stops_early():
-    cfg, why = recipe.choose(load_config(None, {}), synthetic(1500, 2))  # 3,000 articles
+    cfg, why = recipe.choose(load_config(None, {}), synthetic(15_000, 2))  # 30,000 articles
     assert cfg.split == recipe.LARGE_SPLIT and cfg.split[1] > 0 and cfg.epochs == recipe.LARGE_EPOCHS
     assert any("early stopping" in line for line in why)
 
 
 def test_groups_that_are_classes_split_by_article():
     cfg, _ = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
-    assert cfg.split_by == "article"
+    assert cfg.split_by == "article" and cfg.split == recipe.ARTICLE_SPLIT
     assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].split_by == "group"
 
 

@@ -173,6 +173,7 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
+CHECKPOINTS = 50  # at most this many last.ckpt writes a run (resume restarts from the newest)
 VOLATILE = ("progress", "logger", "fast_dev_run", "out", "run_name", "cache", "accelerator", "devices", "strategy")
 
 
@@ -191,8 +192,9 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
 
 def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> int:
     """Fit; load the kept epoch's weights; return how many epochs that checkpoint had trained."""
+    every = max(1, cfg.epochs // CHECKPOINTS)  # a tiny catalogue runs 1,000 one-step epochs: not 1,000 file writes
     ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.monitor if has_val else None,
-                           mode="max", save_last=True, enable_version_counter=False)
+                           mode="max", save_last=True, enable_version_counter=False, every_n_epochs=every)
     callbacks: list[Callback] = [ckpt, _EpochSeed(dm.pairs)]
     if has_val:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience))
@@ -214,8 +216,8 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
             raise CheckpointError(f"--resume: {last} is damaged or not a setenc checkpoint ({type(e).__name__}); "
                                   "delete it to start over, or resume from a copy") from None
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
-    if cfg.fast_dev_run or not ckpt.best_model_path:
-        return trainer.current_epoch
+    if cfg.fast_dev_run or not has_val or not ckpt.best_model_path:
+        return trainer.current_epoch  # no validation: the module holds the last epoch, the one kept
     blob = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(blob["state_dict"])
     return int(blob["epoch"]) + 1
