@@ -64,3 +64,37 @@ def test_embedding_map_rejects_bad_input(tmp_path):
         embedding_map(x, labels[:-1], tmp_path / "x.png")
     with pytest.raises(SetencError, match="unknown"):
         embedding_map(x, labels, tmp_path / "x.png", method="umap")
+
+
+def test_embedding_map_colours_the_largest_groups_and_says_whose_vectors(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    calls, titles = [], []
+    real_scatter, real_title = matplotlib.axes.Axes.scatter, matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
+                        lambda self, *a, **k: calls.append(k) or real_scatter(self, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, *a, **k: titles.append(t) or real_title(self, t, *a, **k))
+    rng = np.random.default_rng(0)
+    labels = [f"g{i % 40}" for i in range(200)] + ["big"] * 20
+    embedding_map(rng.normal(size=(220, 8)), labels, tmp_path / "m.png", method="pca", title="proj head vectors")
+    coloured = [k for k in calls if k.get("s", 0) >= 40]
+    assert len(coloured) == 12 and len({k["color"] for k in coloured}) == 12  # distinct, large markers
+    assert coloured[0]["label"].startswith("big (20)")  # the largest group first
+    assert len(calls) == 13 and calls[0]["color"] == "#cccccc"  # everything else: one grey layer
+    assert titles and titles[-1].startswith("proj head vectors\nPCA of 220 articles")
+
+
+def test_retrieval_grid_shows_captions_and_a_legend_only_when_hits_are_known(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    legends = []
+    real = matplotlib.figure.Figure.legend
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend",
+                        lambda self, *a, **k: legends.append(k) or real(self, *a, **k))
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "p.jpg")
+    photo = tmp_path / "p.jpg"
+    retrieval_grid([("q", [photo], [("a", [photo] * 3, 0.9, None, "Chelsea boot")])], tmp_path / "search.png")
+    assert legends == []
+    retrieval_grid([("q", [photo], [("a", [photo], 0.9, True), ("b", [photo], 0.5, False)])], tmp_path / "eval.png")
+    assert len(legends) == 1 and [h.get_label() for h in legends[0]["handles"]][0].startswith("hit")
