@@ -24,7 +24,7 @@ def synthetic(groups: int, per_group: int, photos: int = 3) -> Catalog:
 def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
     cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))  # 180 articles of 60 products
     assert cfg.split == recipe.PRODUCT_SPLIT and cfg.split[1] == 0 and cfg.split_by == "group"
-    assert cfg.epochs == recipe.STEPS  # 126 training articles: one (short) batch an epoch
+    assert cfg.epochs == cfg.steps == 1000  # 126 training articles: one (short) batch an epoch
     assert any("no validation split" in line for line in why)
     big, _ = recipe.choose(load_config(None, {}), synthetic(400, 4))  # 1,120 training articles: 8 batches an epoch
     assert big.split[1] == 0 and big.epochs == 125

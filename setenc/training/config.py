@@ -48,6 +48,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "AdamW learning rate")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     epochs: int | None = _f(None, "(maximum) epochs; null = chosen from the catalogue (setenc/training/recipe.py)")
+    steps: int = _f(1000, "optimiser steps the recipe's fixed schedule aims at when it chooses the epochs")
     patience: int = _f(8, "early stopping: epochs without a better monitored metric")
     monitor: str = _f("val/map@r", "validation metric for early stopping and the best checkpoint")
     seed: int = _f(0, "seed for sampling, augmentation and init")
@@ -123,7 +124,7 @@ def check_config(cfg: TrainConfig) -> None:
                           "e.g. [0.8, 0.1, 0.1]")
     if split is not None and split[0] <= 0:
         raise SetencError(f"split {split}: the training fraction must be above 0")
-    for key, low in (("epochs", 1), ("batch_size", 2), ("max_photos", 1), ("patience", 1)):
+    for key, low in (("epochs", 1), ("steps", 1), ("batch_size", 2), ("max_photos", 1), ("patience", 1)):
         if getattr(cfg, key) is not None and getattr(cfg, key) < low:
             raise SetencError(f"config key {key!r}: {getattr(cfg, key)} must be >= {low}")
     if not cfg.lr > 0 or cfg.weight_decay < 0:

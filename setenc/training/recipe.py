@@ -21,7 +21,6 @@ LARGE = 20_000  # training articles from which a validation split is used (unmea
 PRODUCT_SPLIT = [0.7, 0.0, 0.3]  # whole products held out; no validation: every non-test product trains
 ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of known classes
 LARGE_SPLIT = [0.8, 0.1, 0.1]
-STEPS = 1000  # optimiser steps of the fixed schedule; its last epoch is kept
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
 
 
@@ -67,6 +66,6 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         else:
             n_train = round(s.articles * out.split[0])
             steps_per_epoch = n_train // out.batch_size if n_train > out.batch_size else 1  # the loader drops the last
-            out.epochs = math.ceil(STEPS / steps_per_epoch)
-            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{STEPS} optimiser steps in all")
+            out.epochs = math.ceil(out.steps / steps_per_epoch)
+            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{out.steps} optimiser steps in all")
     return out, why
