@@ -29,17 +29,12 @@ class CatalogStats:
     """What the recipe looks at."""
 
     articles: int
-    groups: int  # distinct groups (articles without a group count as their own)
-    mean_group: float  # articles per group
-    photos_per_article: float
-    single_photo: bool  # every article has exactly one photo
+    mean_group: float  # articles per group (an article without a group is a group of its own)
 
     @classmethod
     def of(cls, catalog: Catalog) -> "CatalogStats":
-        sizes = Counter(a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles)
-        photos = [len(a.images) for a in catalog.articles]
-        return cls(len(catalog), len(sizes), len(catalog) / max(1, len(sizes)), sum(photos) / max(1, len(photos)),
-                   all(n == 1 for n in photos))
+        groups = Counter(a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles)
+        return cls(len(catalog), len(catalog) / max(1, len(groups)))
 
 
 def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:

@@ -57,10 +57,9 @@ def matcher_rows(cfg: TrainConfig, matchers: Sequence[str], protocol: str = "gro
     """Test-split metrics of the parameter-free matchers for the fold `cfg.split_seed`, tuned off the test split."""
     from setenc.evaluation.report import evaluate_sets
     from setenc.evaluation.tuning import tunable_matchers, tune_matchers
-    from setenc.training.run import load_training_data, prepare
+    from setenc.training.run import load_training_data
 
-    cfg, catalog, _ = prepare(cfg)  # the recipe's split, exactly as the heads of this fold get it
-    data, _, _ = load_training_data(cfg, catalog)
+    data, _, _ = load_training_data(cfg)  # applies the recipe: the split the heads of this fold get
     tune_on = data["val"] if len(data["val"][0]) else data["train"]
     tuned = tune_matchers(*tune_on, names=matchers) if tunable_matchers(matchers) else {}
     t0 = time.perf_counter()
