@@ -15,12 +15,15 @@ _API = {
     "errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),
     "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher"),
     "heads": ("SetHead", "create_head", "list_heads"),
-    "index": ("SetIndex", "export_index"),
+    "export": ("delete_articles", "export_index"),
+    "index": ("SetIndex",),
     "losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
     "matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
+    "multivector": ("MultiVectorIndex",),
     "photos": ("Backbone", "EmbeddingCache", "article_embeddings", "create_backbone", "embed_catalog",
                "list_backbones", "photo_sets"),
     "sets": ("masked_mean", "pad_sets"),
+    "store": ("PhotoStore",),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 

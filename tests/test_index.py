@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import setenc.ann as ann
 import setenc.index as index_mod
 from setenc.catalogs import load_catalog
 from setenc.errors import CheckpointError, SetencError
@@ -190,7 +191,7 @@ def test_approximate_recall(kind):
 
 
 def test_build_from_float16_memmap_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(index_mod, "ADD_CHUNK", 128)  # several chunks on a small array
+    monkeypatch.setattr(ann, "ADD_CHUNK", 128)  # several chunks on a small array
     x, q = clustered(1000, 16, 10, seed=1)
     np.save(tmp_path / "v.npy", x.astype(np.float16))
     half = np.load(tmp_path / "v.npy", mmap_mode="r")

@@ -1,0 +1,231 @@
+"""Writing exports and editing them: `export_index` (full, `append`, `update`) and `delete_articles`.
+
+Catalogue edits never re-encode what did not change. Deleting and updating rebuild the FAISS index from the stored
+vectors (`ann.refill`: same kind, same training, rows re-added in order) rather than calling FAISS `remove_ids`:
+row number = position in ids.json keeps holding (IVF's removal leaves gaps in the labels, HNSW has none at all),
+re-adding is cheap next to encoding, and the result equals a full export of the edited catalogue for flat and
+HNSW indexes. A trained index (IVF, PQ) keeps its training, as with `append`: re-export once the catalogue has
+changed several-fold. Every edit is written by the same crash-safe swap as an export (`store.write_export`), so
+the manifest's checksums always describe the files beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from setenc import __version__
+from setenc.ann import build_index, refill
+from setenc.catalogs import Catalog, load_catalog
+from setenc.encoder import SetEncoder
+from setenc.errors import CheckpointError, SetencError
+from setenc.paths import file_sha256
+from setenc.photos import photo_sets
+from setenc.store import FORMAT, Export, PhotoStore, locked, read_export, write_export
+
+
+def export_index(
+    encoder: SetEncoder,
+    catalog: Catalog | str | os.PathLike,
+    cache_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    index: str | None = None,
+    dtype: str | None = None,
+    append: bool = False,
+    progress: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    update: bool = False,
+) -> dict:
+    """Encode the articles of `catalog` and write the export folder `out_dir` atomically.
+
+    Args:
+        encoder: the set encoder (its backbone embeds the photos missing from the cache).
+        catalog: a catalog, or the path of its manifest (then recorded, so `search.py` can show titles and photos).
+        cache_root: the photo-embedding cache root.
+        index: "flat" (default), "ivf", "hnsw" or a FAISS factory string; with `append` / `update`, the export's own.
+        dtype: "float32" (default) or "float16" for vectors.npy and photos.npy; the index holds the same values.
+        append: add only the articles not in the export yet; existing rows, their order and the index stay
+            (a trained index keeps its training: re-export once the catalogue has grown several-fold).
+        update: re-encode every article of `catalog` (changed photos): rows of known ids are replaced in place,
+            new ids added at the end, the others kept; an updated article left with no photo is removed.
+        checkpoint_path: the encoder's checkpoint file, recorded so photo queries can rebuild the encoder;
+            default: `encoder.checkpoint_path` when set.
+
+    Returns:
+        the manifest written. Articles with no embeddable photo are listed in `manifest["dropped"]`.
+    """
+    out = Path(out_dir)
+    catalog_path = None
+    if not isinstance(catalog, Catalog):
+        catalog_path = str(Path(catalog).resolve())
+        catalog = load_catalog(catalog)
+    with locked(out):
+        old = None
+        if (append or update) and out.exists():
+            old = read_export(out)
+            check_encoder(old.manifest, encoder, out)
+        kind = _agree("index type", index, old and old.manifest["index"]["type"], "flat")
+        dtype = _agree("dtype", dtype, old and old.manifest["dtype"], "float32")
+        if dtype not in ("float32", "float16"):
+            raise SetencError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+        known = set(old.ids) if old and not update else set()
+        vecs, photos, ids, dropped, skipped = _encode(encoder, catalog.subset([i for i in catalog.ids
+                                                                               if i not in known]),
+                                                      cache_root, dtype, progress)
+        if old is None:
+            if not ids:
+                raise SetencError(f"catalog {catalog.name}: no article has an embeddable photo "
+                                  f"({len(dropped)} dropped); nothing to export")
+            faiss_index, params = build_index(vecs, kind)
+            new = Export(faiss_index, ids, {}, vecs.astype(dtype), photos)
+        else:
+            new = _merge(old, ids, vecs, photos, dropped)
+            params = old.manifest["index"]["params"]
+            dropped = sorted((set(old.manifest["dropped"]) - set(new.ids)) | set(dropped))
+        new.manifest = _manifest(encoder, len(new.ids), vecs.shape[1], kind, params, dtype, dropped,
+                                 checkpoint_path or getattr(encoder, "checkpoint_path", None),
+                                 catalog_path or (old and old.manifest.get("catalog")), catalog.name)
+        manifest = write_export(out, new)
+    return {**manifest, "skipped_photos": skipped}
+
+
+def delete_articles(out_dir: str | os.PathLike, ids: Sequence[str]) -> dict:
+    """Remove articles `ids` from an export (no encoder needed); unknown ids are an error naming them."""
+    out = Path(out_dir)
+    with locked(out):
+        old = read_export(out)
+        unknown = sorted(set(ids) - set(old.ids))
+        if unknown:
+            raise SetencError(f"{out}: {len(unknown)} id(s) to delete are not in the export: "
+                              f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+        gone = set(ids)
+        keep = [r for r, i in enumerate(old.ids) if i not in gone]
+        if not keep:
+            raise SetencError(f"{out}: deleting {len(gone)} id(s) would leave the export empty; remove the folder")
+        vectors = np.asarray(old.vectors[keep])
+        new = Export(refill(old.index, vectors), [old.ids[r] for r in keep],
+                     {**old.manifest, "count": len(keep), "created": _now()}, vectors,
+                     old.photos.select(keep) if old.photos is not None else None)
+        return write_export(out, new)
+
+
+def _merge(old: Export, ids: list[str], vecs: np.ndarray, photos: PhotoStore, dropped: list[str]) -> Export:
+    """`old` with the rows of `ids` replaced in place, new ids appended and `dropped` ids removed.
+
+    Pure additions keep the old index and add to it (as `append` always did); anything else refills it."""
+    dtype = old.vectors.dtype
+    row = {i: r for r, i in enumerate(old.ids)}
+    keep = [r for r, i in enumerate(old.ids) if i not in set(dropped)]
+    fresh = [j for j, i in enumerate(ids) if i not in row]
+    all_vecs = np.array(old.vectors, np.float32)  # a writable copy of the memory-mapped rows
+    replaced = [(row[i], j) for j, i in enumerate(ids) if i in row]
+    for r, j in replaced:
+        all_vecs[r] = vecs[j]
+    out_ids = [old.ids[r] for r in keep] + [ids[j] for j in fresh]
+    out_vecs = np.concatenate([all_vecs[keep], vecs[fresh]]).astype(dtype)
+    out_photos = None
+    if old.photos is not None:
+        by_row = {r: j for r, j in replaced}
+        sets = [photos.set(by_row[r]) if r in by_row else old.photos.set(r) for r in keep]
+        out_photos = PhotoStore.from_sets(sets + photos.sets(fresh), photos.dim, dtype)
+    if replaced or len(keep) < len(old.ids):
+        index = refill(old.index, out_vecs)
+    else:
+        index = old.index
+        if fresh:
+            index.add(np.ascontiguousarray(vecs[fresh], np.float32))
+    return Export(index, out_ids, {}, out_vecs, out_photos)
+
+
+def _agree(what: str, asked: str | None, existing: str | None, default: str) -> str:
+    """The setting to use: the existing export's when appending / updating (a different explicit one is refused)."""
+    if existing is None:
+        return asked or default
+    if asked is not None and asked != existing:
+        raise SetencError(f"cannot append / update with {what} {asked!r} an export built with {existing!r}; "
+                          f"drop the option or re-export without append / update")
+    return existing
+
+
+def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
+            progress: bool) -> tuple[np.ndarray, PhotoStore, list[str], list[str], list[str]]:
+    """(N, E) float32 article vectors (rounded through `dtype`), their photo vectors, ids, dropped ids and
+    skipped-photo lines."""
+    empty = (np.zeros((0, encoder.head.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype))
+    if len(catalog) == 0:
+        return *empty, [], [], []
+    sets, kept, dropped, report = photo_sets(catalog, encoder.backbone, cache_root, progress=progress)
+    skipped = report.skipped_lines()
+    if not sets:
+        return *empty, [], dropped, skipped
+    vecs = encoder.encode_sets(sets).astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
+    bad = ~np.isfinite(vecs).all(1)
+    if bad.any():
+        raise SetencError(f"article {kept.ids[int(np.argmax(bad))]!r}: its vector holds NaN/inf; "
+                          "check its photos and the checkpoint")
+    return vecs, PhotoStore.from_sets(sets, encoder.dim, dtype), kept.ids, dropped, skipped
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _manifest(encoder: SetEncoder, count: int, dim: int, kind: str, params: dict, dtype: str, dropped: list[str],
+              checkpoint_path, catalog_path: str | None, catalog_name: str) -> dict:
+    sha = getattr(encoder, "checkpoint_sha256", None)
+    return {
+        "format": FORMAT,
+        "setenc_version": __version__,
+        "created": _now(),
+        "backbone": dict(encoder.backbone_spec),
+        "photo_dim": encoder.dim,
+        "head": {"name": encoder.head.name, "config": encoder.head.config},
+        "checkpoint": {"path": str(Path(checkpoint_path).resolve()) if checkpoint_path and sha else None,
+                       "sha256": sha},
+        "dim": dim,
+        "count": count,
+        "index": {"type": kind, "params": params},
+        "dtype": dtype,
+        "catalog": catalog_path,
+        "catalog_name": catalog_name,
+        "dropped": list(dropped),
+    }
+
+
+def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike = "index") -> None:
+    """Refuse an encoder that is not the one the export was built with: its vectors would not be comparable."""
+    spec, head = manifest["backbone"], manifest["head"]
+    problems = []
+    if encoder.backbone_spec.get("id") != spec.get("id") or encoder.dim != manifest["photo_dim"]:
+        problems.append(f"backbone {encoder.backbone_spec.get('id')} ({encoder.dim}-d photos) instead of "
+                        f"{spec.get('id')} ({manifest['photo_dim']}-d)")
+    if encoder.head.config != head["config"] or encoder.head.out_dim != manifest["dim"]:
+        problems.append(f"head {encoder.head.config} instead of {head['config']}")
+    sha, want = getattr(encoder, "checkpoint_sha256", None), manifest["checkpoint"]["sha256"]
+    if sha and want and sha != want:
+        problems.append(f"checkpoint sha256 {sha[:12]}… instead of {want[:12]}…")
+    if problems:
+        raise CheckpointError(f"{where}: the encoder differs from the one this index was exported with: "
+                              f"{'; '.join(problems)}. Use that encoder, or re-export the index with this one")
+
+
+def encoder_from_manifest(manifest: dict) -> SetEncoder:
+    """Rebuild the export's encoder: a parameter-free head from its config, else the recorded checkpoint."""
+    from setenc.heads import create_head
+
+    ckpt = manifest["checkpoint"]
+    if ckpt["sha256"] is None:
+        enc = SetEncoder(create_head(**manifest["head"]["config"]).eval(), manifest["backbone"], manifest["photo_dim"])
+        enc.checkpoint_sha256 = None
+        return enc
+    path = ckpt["path"]
+    if path is None or not Path(path).is_file() or file_sha256(path) != ckpt["sha256"]:
+        raise CheckpointError(f"photo queries need the checkpoint this index was exported with "
+                              f"({path or 'path not recorded'}, sha256 {ckpt['sha256'][:12]}…), which is missing or "
+                              "changed; pass encoder=SetEncoder.from_pretrained(...) (scripts: --checkpoint), "
+                              "or query by vector")
+    return SetEncoder.from_pretrained(path)
