@@ -13,7 +13,7 @@ _API = {
     "catalogs": ("Article", "Catalog", "load_catalog", "make_demo_catalog", "split_catalog", "write_catalog"),
     "encoder": ("SetEncoder",),
     "errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),
-    "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher"),
+    "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher", "vector_metrics"),
     "heads": ("SetHead", "create_head", "list_heads"),
     "export": ("delete_articles", "export_index"),
     "index": ("SetIndex",),

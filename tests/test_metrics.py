@@ -1,11 +1,15 @@
-"""Retrieval metrics against hand-computed cases and a naive per-query reference."""
+"""Retrieval metrics against hand-computed cases and a naive per-query reference; the bounded-memory vector path
+against the matrix path."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from setenc.evaluation.metrics import map_at_r, recall_at_k, retrieval_metrics
+from setenc.catalogs import Article, Catalog
+from setenc.evaluation.metrics import map_at_r, recall_at_k, retrieval_metrics, top_ranks, vector_metrics
+from setenc.evaluation.protocols import group_protocol
 
 
 def naive_metrics(scores, q_labels, g_labels, ks, ignore=None):
@@ -113,3 +117,47 @@ def test_rejects_bad_input():
         retrieval_metrics(np.array([[np.nan, 1.0]]), ["a"], ["a", "b"])
     ok = retrieval_metrics(np.array([[np.nan, 1.0]]), ["a"], ["a", "a"], ks=(1,), ignore=np.array([[True, False]]))
     assert ok["recall@1"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_ranks_is_the_head_of_a_stable_argsort(seed):
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 4, size=(9, 40)).astype(np.float32)  # ties everywhere, including at the cut
+    s[0, :] = 1.0  # one row all tied
+    s[1, 3] = -np.inf
+    full = np.argsort(-s, axis=1, kind="stable")
+    for depth in (1, 3, 7, 19, 25, 40, 60):
+        np.testing.assert_array_equal(top_ranks(s, depth), full[:, :depth])
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_vector_metrics_equal_the_matrix_path(seed):
+    """Chunked top-k on vectors == ranking the whole (Q, G) matrix, at several block sizes, with self-exclusion."""
+    rng = np.random.default_rng(seed)
+    arts = []
+    for i in range(120):
+        arts.append(Article(f"a{i}", (Path(f"/x/{i}.jpg"),), group=None if i % 17 == 0 else f"g{i % 23}"))
+    cat = Catalog(arts, root=None)
+    vecs = rng.normal(size=(120, 8)).astype(np.float32)  # continuous: ties have probability 0
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    p = group_protocol([v[None] for v in vecs], cat)
+    assert p is not None and p.exclude is not None and (p.exclude >= 0).all()
+    q, g = np.stack([s[0] for s in p.queries]), np.stack([s[0] for s in p.gallery])
+    want = retrieval_metrics(q @ g.T, p.q_labels, p.g_labels, ks=(1, 5, 10, 200), ignore=p.ignore)
+    naive = naive_metrics(q @ g.T, p.q_labels, p.g_labels, (1, 5, 10, 200), p.ignore)
+    for key in naive:
+        assert want[key] == pytest.approx(naive[key]), key
+    for block in (1, 50, 7 * 120, 10**9):  # one row, under a row, several rows, everything at once
+        got = vector_metrics(q, g, p.q_labels, p.g_labels, ks=(1, 5, 10, 200), exclude=p.exclude, block=block)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=1e-12), (block, key)
+    no_self = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=None)
+    assert no_self["recall@1"] == 1.0  # each query finds itself first when nothing is excluded
+
+
+def test_vector_metrics_reject_bad_shapes():
+    with pytest.raises(ValueError, match="must be"):
+        vector_metrics(np.zeros((2, 3)), np.zeros((4, 2)), ["a", "b"], list("abcd"))
+    with pytest.raises(ValueError, match="exclude"):
+        vector_metrics(np.zeros((2, 3)), np.zeros((4, 3)), ["a", "b"], list("abcd"), exclude=np.array([0, 9]))

@@ -28,7 +28,12 @@ MEANING = {  # one line each, printed under every report's table
 
 @dataclass
 class Protocol:
-    """Query and gallery sets with labels; `ignore[q, g]` marks pairs never to retrieve (the query itself)."""
+    """Query and gallery sets with labels; `exclude[q]` is the gallery position never to retrieve for query q.
+
+    Leave-one-out excludes one item per query (the query itself), so it is stored as one index per query (−1: none)
+    rather than a (Q, G) mask, which a 1M-article catalogue could not hold; `ignore` builds the mask on demand
+    for the code that ranks (Q, G) score matrices anyway (the matchers).
+    """
 
     name: str
     queries: list[np.ndarray]
@@ -37,9 +42,26 @@ class Protocol:
     gallery: list[np.ndarray]
     g_labels: list[str]
     g_ids: list[str]
-    ignore: np.ndarray | None = None
+    exclude: np.ndarray | None = None
     q_views: list[tuple[str, ...] | None] | None = None
     g_views: list[tuple[str, ...] | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.exclude is not None:
+            self.exclude = np.asarray(self.exclude, dtype=np.int64)
+            if self.exclude.shape != (len(self.queries),):
+                raise ValueError(f"Protocol {self.name}: exclude {self.exclude.shape} must hold one gallery position "
+                                 f"(or -1) per query ({len(self.queries)},)")
+
+    @property
+    def ignore(self) -> np.ndarray | None:
+        """(Q, G) bool: `True` where a query meets itself in the gallery; None when nothing is excluded."""
+        if self.exclude is None:
+            return None
+        mask = np.zeros((len(self.queries), len(self.gallery)), dtype=bool)
+        rows = np.flatnonzero(self.exclude >= 0)
+        mask[rows, self.exclude[rows]] = True
+        return mask
 
 
 def _rng(article_id: str, seed: int) -> np.random.Generator:
@@ -53,12 +75,12 @@ def group_protocol(sets: list[np.ndarray], catalog: Catalog) -> Protocol | None:
     if any(a.partition for a in arts):
         q = [i for i, a in enumerate(arts) if a.partition == "query"]
         g = [i for i, a in enumerate(arts) if a.partition != "query"]
-        ignore = None
+        exclude = None
     else:
         counts = Counter(a.group for a in arts if a.group is not None)
         q = [i for i, a in enumerate(arts) if a.group is not None and counts[a.group] > 1]
         g = list(range(len(arts)))
-        ignore = np.array([[qi == gi for gi in g] for qi in q], dtype=bool) if q else None
+        exclude = np.array(q, dtype=np.int64)  # the gallery is every article: query i sits at position i
     if not q or not g:
         return None
     lab = [a.group if a.group is not None else f"\0{a.id}" for a in arts]
@@ -66,7 +88,7 @@ def group_protocol(sets: list[np.ndarray], catalog: Catalog) -> Protocol | None:
         "group",
         [sets[i] for i in q], [lab[i] for i in q], [arts[i].id for i in q],
         [sets[i] for i in g], [lab[i] for i in g], [arts[i].id for i in g],
-        ignore, [views[i] for i in q], [views[i] for i in g],
+        exclude, [views[i] for i in q], [views[i] for i in g],
     )
 
 
@@ -111,8 +133,9 @@ def make_protocols(sets: list[np.ndarray], catalog: Catalog, names=PROTOCOLS, se
 
 
 def evaluate_vectors(encode, protocol: Protocol) -> dict:
-    """Metrics of a set-vector method: `encode(list of (n_i, D) sets) -> (len, E)` unit vectors, ranked by cosine."""
-    from setenc.evaluation.metrics import retrieval_metrics
+    """Metrics of a set-vector method: `encode(list of (n_i, D) sets) -> (len, E)` unit vectors, ranked by cosine
+    in bounded memory (no (Q, G) matrix)."""
+    from setenc.evaluation.metrics import vector_metrics
 
     q, g = encode(protocol.queries), encode(protocol.gallery)
-    return retrieval_metrics(q @ g.T, protocol.q_labels, protocol.g_labels, ignore=protocol.ignore)
+    return vector_metrics(q, g, protocol.q_labels, protocol.g_labels, exclude=protocol.exclude)

@@ -5,6 +5,8 @@ so nothing trained on is scored), else the whole catalog (a catalogue the heads 
 `s` / `m` are tuned on the validation split when there is one. One row per (method, protocol):
 Recall@1/5/10, MAP@R and milliseconds per query (for a head: encoding the query set and ranking the
 pre-encoded gallery; for a matcher: scoring the query set against every gallery set).
+Heads are scored from their vectors in bounded memory (`vector_metrics`: no (Q, G) matrix, same numbers), so a
+large gallery is evaluated for heads; the matchers need (Q, G) by nature.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.encoder import SetEncoder
 from setenc.errors import SetencError
-from setenc.evaluation.metrics import retrieval_metrics
+from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
 from setenc.evaluation.protocols import MEANING, PROTOCOLS, Protocol, make_protocols
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matchers import create_matcher, list_matchers, pairwise_scores
@@ -29,6 +31,7 @@ from setenc.sets import pad_sets
 
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
 METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
+KEEP_SCORES = 1 << 24  # a head's (Q, G) cosines are kept for the pictures only up to this many entries (64 MB)
 
 
 def padded_sets(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -98,7 +101,8 @@ def evaluate_sets(
 ) -> tuple[list[dict], dict]:
     """Rows of metrics for every method and protocol on these per-article photo vectors.
 
-    Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures.
+    Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures (a head's only while
+    Q × G ≤ `KEEP_SCORES`: its metrics never need it).
     """
     rows, scores = [], {}
     for p in make_protocols(sets, catalog, protocols):
@@ -112,19 +116,22 @@ def evaluate_sets(
                 continue  # no view tags: nothing to order by
             t = time.perf_counter()
             s = matcher_scores(m, p)
-            rows.append(_row(name, p, s, time.perf_counter() - t, m.describe() if m.tunable else None))
+            seconds = time.perf_counter() - t
+            metrics = retrieval_metrics(s, p.q_labels, p.g_labels, ignore=p.ignore)
+            rows.append(_row(name, p, metrics, seconds, m.describe() if m.tunable else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():
             g = enc.encode_sets(p.gallery)  # index time, not query time
             t = time.perf_counter()
-            s = enc.encode_sets(p.queries) @ g.T
-            rows.append(_row(name, p, s, time.perf_counter() - t))
-            scores[(name, p.name)] = s
+            q = enc.encode_sets(p.queries)
+            metrics = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)  # ranks: part of query time
+            rows.append(_row(name, p, metrics, time.perf_counter() - t))
+            if len(q) * len(g) <= KEEP_SCORES:
+                scores[(name, p.name)] = q @ g.T
     return rows, scores
 
 
-def _row(method: str, p: Protocol, s: np.ndarray, seconds: float, options: str | None = None) -> dict:
-    m = retrieval_metrics(s, p.q_labels, p.g_labels, ignore=p.ignore)
+def _row(method: str, p: Protocol, m: dict, seconds: float, options: str | None = None) -> dict:
     row = {"method": method, "protocol": p.name, **{k: round(float(m[k]), 4) for k in METRICS},
            "ms_per_query": round(1000 * seconds / max(1, len(p.queries)), 3), "queries": m["queries"],
            "gallery": len(p.gallery)}
@@ -210,7 +217,7 @@ def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list
     p = group_protocol(sets, catalog)
     if p is None:
         return []
-    group_rows = [r for r in rows if r["protocol"] == "group"]
+    group_rows = [r for r in rows if r["protocol"] == "group" and (r["method"], "group") in scores]  # kept matrices
     heads = [r for r in group_rows if r["method"] in encoders]
     match = [r for r in group_rows if r["method"] not in encoders]
     best = [max(rs, key=lambda r: r["map@r"])["method"] for rs in (heads, match) if rs]
@@ -220,13 +227,13 @@ def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list
     for qi in picks:
         for method in best:
             s = scores[(method, "group")][qi].copy()
-            if p.ignore is not None:
-                s[p.ignore[qi]] = -np.inf
+            if p.exclude is not None and p.exclude[qi] >= 0:
+                s[p.exclude[qi]] = -np.inf
             top = np.argsort(-s, kind="stable")[:5]
             hits = [(p.g_ids[j], list(arts[p.g_ids[j]].images), float(s[j]), p.g_labels[j] == p.q_labels[qi])
                     for j in top]
             grid.append((f"{method}: {p.q_ids[qi]}", list(arts[p.q_ids[qi]].images), hits))
-    names = [retrieval_grid(grid, out / "retrieval_grid.png").name]
+    names = [retrieval_grid(grid, out / "retrieval_grid.png").name] if grid else []
     vec_method = best[0] if best else None
     vecs = encoders[vec_method].encode_sets(sets) if vec_method in encoders else \
         np.stack([s.mean(0) / np.linalg.norm(s.mean(0)) for s in sets])

@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
 from setenc.catalogs import Catalog
-from setenc.evaluation.metrics import retrieval_metrics
+from setenc.evaluation.metrics import vector_metrics
 from setenc.evaluation.protocols import Protocol
 from setenc.heads import create_head
 from setenc.losses import create_loss
@@ -56,8 +56,8 @@ class SetModule(pl.LightningModule):
         nq = len(self.protocol.queries)
         if len(z) != nq + len(self.protocol.gallery):  # a truncated sanity / fast_dev_run pass
             return
-        m = retrieval_metrics(z[:nq] @ z[nq:].T, self.protocol.q_labels, self.protocol.g_labels,
-                              ignore=self.protocol.ignore)
+        p = self.protocol
+        m = vector_metrics(z[:nq], z[nq:], p.q_labels, p.g_labels, exclude=p.exclude)
         self.log_dict({"val/recall@1": m["recall@1"], "val/map@r": m["map@r"]}, prog_bar=True)
 
     def configure_optimizers(self):

@@ -36,7 +36,7 @@ def leave_one_out(name: str, sets: list[np.ndarray], ids: list[str], labels: lis
                   views: list | None = None) -> Protocol:
     """Every article queries all the others; positives share its label."""
     return Protocol(name, sets, list(labels), list(ids), sets, list(labels), list(ids),
-                    np.eye(len(sets), dtype=bool), views, views)
+                    np.arange(len(sets)), views, views)
 
 
 def split_queries(p: Protocol, fraction: float = VAL_FRACTION, seed: int = 0) -> tuple[Protocol, Protocol]:
@@ -55,7 +55,7 @@ def _take(p: Protocol, rows: list[int], part: str) -> Protocol:
     pick = lambda xs: None if xs is None else [xs[k] for k in rows]  # noqa: E731
     return replace(p, name=f"{p.name} ({part})", queries=pick(p.queries), q_labels=pick(p.q_labels),
                    q_ids=pick(p.q_ids), q_views=pick(p.q_views),
-                   ignore=None if p.ignore is None else p.ignore[rows])
+                   exclude=None if p.exclude is None else p.exclude[rows])
 
 
 def matcher_scores(name: str, p: Protocol, **kw) -> np.ndarray:
