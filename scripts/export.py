@@ -1,7 +1,10 @@
 """Export one vector per article into a FAISS index folder: `python scripts/export.py --checkpoint CKPT --out DIR`.
 
 Without --checkpoint: the parameter-free `--head mean` on `--backbone`; without --catalog: the demo catalog.
-`--append` adds only the articles not in the export yet. Search it with scripts/search.py.
+`--append` adds only the articles not in the export yet; `--update` re-encodes the articles of --catalog (changed
+photos: replaced in place, new ones added, the rest kept); `--delete ID [ID ...]` (or `--delete @ids.txt`, one id a
+line) removes articles, needing no encoder. Edits never re-encode the articles they keep. Search with
+scripts/search.py.
 """
 
 import argparse
@@ -16,8 +19,10 @@ def main() -> None:
     p.add_argument("--catalog", default=None, help="manifest or folder with catalog.jsonl; default: the demo catalog")
     p.add_argument("--out", required=True, help="export folder (replaced atomically)")
     p.add_argument("--index", default=None, help="flat (exact, default) | ivf | hnsw | a FAISS factory string")
-    p.add_argument("--float16", action="store_true", help="store vectors.npy as float16")
+    p.add_argument("--float16", action="store_true", help="store vectors.npy and photos.npy as float16")
     p.add_argument("--append", action="store_true", help="add only articles not in the export yet")
+    p.add_argument("--update", action="store_true", help="re-encode the catalog's articles into the export")
+    p.add_argument("--delete", nargs="+", default=None, metavar="ID", help="remove these articles (@FILE: ids)")
     p.add_argument("--head", default="mean", help="parameter-free head when no --checkpoint is given")
     p.add_argument("--backbone", default="efficientnet-lite0", help="backbone when no --checkpoint is given")
     p.add_argument("--model", default=None, help="hub id / local folder for the clip and hf backbones")
@@ -25,8 +30,22 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
     args = p.parse_args()
 
+    from setenc.errors import SetencError
+
+    if sum(map(bool, (args.append, args.update, args.delete))) > 1:
+        raise SetencError("--append, --update and --delete are separate edits: give one")
+    if args.delete:
+        from setenc.export import delete_articles
+
+        ids = [i for x in args.delete for i in (_read_ids(x[1:]) if x.startswith("@") else [x])]
+        m = delete_articles(args.out, ids)
+        print(f"{args.out}: deleted {len(set(ids))} articles, {m['count']} left")
+        return
+    if args.update and not args.catalog:
+        raise SetencError("--update needs --catalog: the manifest of the changed or new articles")
+
     from setenc.photos import create_backbone
-    from setenc.index import export_index
+    from setenc.export import export_index
     from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
     from setenc.catalogs import make_demo_catalog
@@ -41,7 +60,7 @@ def main() -> None:
     start = time.perf_counter()
     m = export_index(encoder, args.catalog or make_demo_catalog(), args.cache or cache_dir("embeddings"), args.out,
                      index=args.index, dtype="float16" if args.float16 else None, append=args.append,
-                     checkpoint_path=args.checkpoint)
+                     checkpoint_path=args.checkpoint, update=args.update)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}), {m['dim']}-d {m['dtype']}, index "
           f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}, "
@@ -51,6 +70,16 @@ def main() -> None:
     if m["dropped"]:
         more = f" (+{len(m['dropped']) - 10} more, see manifest.json)" if len(m["dropped"]) > 10 else ""
         print(f"  dropped {len(m['dropped'])} articles with no embeddable photo: {', '.join(m['dropped'][:10])}{more}")
+
+
+def _read_ids(path: str) -> list[str]:
+    """Ids from a file, one a line (blank lines ignored)."""
+    from setenc.errors import SetencError
+
+    try:
+        return [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
+    except OSError as e:
+        raise SetencError(f"{path}: cannot read the ids to delete ({e.strerror})") from None
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
-"""Search an export with a set of photos: `python scripts/search.py DIR photo1.jpg photo2.jpg -k 5 [--png out.png]`.
+"""Search an export: `python scripts/search.py DIR photo1.jpg photo2.jpg -k 5 [--rerank chamfer] [--png out.png]`.
 
-Prints rank, article id, cosine score and title (from the export's catalog, or --catalog). Photo queries need the
-export's encoder: it is rebuilt from the manifest (parameter-free head, or the recorded checkpoint while it is
-unchanged); otherwise pass --checkpoint.
+Prints rank, article id, score and title (from the export's catalog, or --catalog). `--id ID` searches with an
+article of the export (itself left out); `--queries FILE.jsonl` answers many queries in one process and writes one
+JSON result a line (to --out, default stdout; format in setenc/queries.py). `--rerank NAME` re-scores the top
+--candidates set-vector hits with a matcher on their photos (--weight: share of the set-vector score, 1 = set
+vector only); `--multivector AGG` searches every photo on its own instead (AGG: max or a matcher name).
+Photo queries need the export's encoder: it is rebuilt from the manifest (parameter-free head, or the recorded
+checkpoint while it is unchanged); otherwise pass --checkpoint.
 """
 
 import argparse
+import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from setenc.cli import run_main
@@ -14,21 +21,50 @@ from setenc.cli import run_main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("index", help="export folder written by scripts/export.py")
-    p.add_argument("photos", nargs="+", help="the query article's photos")
+    p.add_argument("photos", nargs="*", help="the query article's photos")
+    p.add_argument("--id", default=None, help="query with this article of the export instead of photos")
+    p.add_argument("--queries", default=None, help="JSONL file of queries (photos / id / vector), one a line")
+    p.add_argument("--out", default=None, help="with --queries: write the JSONL results here (default: stdout)")
     p.add_argument("-k", type=int, default=10, help="neighbours to show")
+    p.add_argument("--rerank", default=None, help="matcher re-scoring the set-vector candidates (e.g. chamfer)")
+    p.add_argument("--candidates", type=int, default=200, help="set-vector hits re-scored with --rerank")
+    p.add_argument("--weight", type=float, default=0.0, help="with --rerank: set-vector share of the score")
+    p.add_argument("--multivector", default=None, metavar="AGG", help="multi-vector search, aggregated by AGG")
     p.add_argument("--checkpoint", default=None, help="the head the export was built with (when it moved)")
     p.add_argument("--catalog", default=None, help="manifest for titles and photos (default: the export's catalog)")
     p.add_argument("--png", default=None, help="also draw the query photos and each neighbour's photos here")
     args = p.parse_args()
+    from setenc.errors import SetencError
+
+    if sum(map(bool, (args.photos, args.id, args.queries))) != 1:
+        raise SetencError("give the query photos, --id ID or --queries FILE (exactly one)")
+    if args.multivector and (args.queries or args.rerank):
+        raise SetencError("--multivector searches photos or --id on its own: drop --queries / --rerank")
 
     from setenc.catalogs import load_catalog
     from setenc.index import SetIndex
     from setenc.encoder import SetEncoder
-    from setenc.evaluation.plots import retrieval_grid
+    from setenc.queries import answer, read_queries
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)
-    hits = index.search([Path(x) for x in args.photos], k=args.k)
+    options = {"rerank": args.rerank, "candidates": args.candidates, "weight": args.weight}
+    if args.queries:
+        queries = read_queries(args.queries, index, rerank=args.rerank is not None)
+        with open(args.out, "w") if args.out else nullcontext(sys.stdout) as out:
+            for result in answer(index, queries, args.k, **options):
+                out.write(json.dumps(result) + "\n")
+        if args.out:
+            print(f"wrote {len(queries)} results to {args.out}", file=sys.stderr)
+        return
+    query = index.article_query(args.id) if args.id else [Path(x) for x in args.photos]
+    if args.multivector:
+        hits = index.search_photos(query, k=args.k + bool(args.id), aggregate=args.multivector)
+        hits = [h for h in hits if h[0] != args.id][: args.k]
+    elif args.id:
+        hits = index.similar(args.id, k=args.k, **options)
+    else:
+        hits = index.search(query, k=args.k, **options)
     source = args.catalog or index.manifest.get("catalog")
     articles = {a.id: a for a in load_catalog(source)} if source and Path(source).exists() else {}
     print(f"{'rank':>4}  {'id':<24} {'score':>7}  title")
@@ -36,10 +72,13 @@ def main() -> None:
         title = articles[aid].title if aid in articles and articles[aid].title else ""
         print(f"{rank:>4}  {aid:<24} {score:7.4f}  {title}")
     if args.png:
+        from setenc.evaluation.plots import retrieval_grid
+
         rows = [(aid, list(articles[aid].images) if aid in articles else [], score, None,
                  articles[aid].title if aid in articles else None) for aid, score in hits]
-        title = f"query ({len(args.photos)} photos) -> top {len(hits)} of {Path(args.index).name}"
-        print(f"wrote {retrieval_grid([(title, args.photos, rows)], args.png)}")
+        shown = list(articles[args.id].images) if args.id and args.id in articles else args.photos
+        title = f"query ({len(shown)} photos) -> top {len(hits)} of {Path(args.index).name}"
+        print(f"wrote {retrieval_grid([(title, shown, rows)], args.png)}")
 
 
 if __name__ == "__main__":

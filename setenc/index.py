@@ -102,21 +102,24 @@ class SetIndex:
             return self._unit(np.asarray(queries, np.float32)), [None] * len(queries)
         rows, photos = [], []
         for q in queries:
-            array = isinstance(q, (np.ndarray, torch.Tensor))
-            if array and np.ndim(q) == 1:
-                rows.append(self._unit(np.asarray(q, np.float32)[None])[0])
-                photos.append(None)
-                continue
-            if isinstance(q, (list, tuple)) and q and all(isinstance(p, (str, os.PathLike, Image.Image)) for p in q):
-                q = self.encoder.embed_photos(q)  # (n, D)
-            elif not (array and np.ndim(q) == 2):
-                raise SetencError(f"query {len(rows)}: expected an ({self.dim},) vector, an (n, D) array of photo "
-                                  f"vectors or a non-empty list of photo paths / PIL images, got {type(q).__name__}")
-            x = np.asarray(q, np.float32)
-            rows.append(self.encoder.encode_sets([x])[0])
+            x = self.photo_vectors(q, len(rows))
+            rows.append(self._unit(np.asarray(q, np.float32)[None])[0] if x is None else self.encoder.encode_sets([x])[0])
             photos.append(x)
         vecs = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
         return vecs, photos
+
+    def photo_vectors(self, query: Query, position: int = 0) -> np.ndarray | None:
+        """A query's (n, D) photo vectors (paths / PIL images embedded by the encoder); None for an (E,) vector."""
+        array = isinstance(query, (np.ndarray, torch.Tensor))
+        if array and np.ndim(query) == 1:
+            return None
+        if array and np.ndim(query) == 2:
+            return np.asarray(query, np.float32)
+        if isinstance(query, (list, tuple)) and query and all(isinstance(p, (str, os.PathLike, Image.Image))
+                                                              for p in query):
+            return self.encoder.embed_photos(query)
+        raise SetencError(f"query {position}: expected an ({self.dim},) vector, an (n, D) array of photo vectors "
+                          f"or a non-empty list of photo paths / PIL images, got {type(query).__name__}")
 
     def vectorize(self, queries: Sequence[Query]) -> np.ndarray:
         """Queries -> (Q, E) unit vectors (see `prepare`)."""
@@ -176,7 +179,7 @@ class SetIndex:
         """Multi-vector search: each query photo searches every stored photo; `aggregate` ("max" or a matcher
         name) scores each article hit. The baseline to one vector per article (`setenc.multivector`)."""
         store = require_photos(self.photos, "multi-vector search")
-        photos = self.prepare([query])[1][0]
+        photos = self.photo_vectors(query)
         if photos is None:
             raise SetencError("multi-vector search needs the query's photos, not a single vector")
         if self._multivector is None:

@@ -234,3 +234,73 @@ def test_old_export_without_photo_vectors(encoder, tmp_path):
         idx.search_photos(photos)
     delete_articles(tmp_path / "idx", ["a1"])  # edits still work; the export stays without photos
     assert SetIndex.load(tmp_path / "idx").photos is None
+
+
+# -- batch queries and the scripts ---------------------------------------------------------------------
+def write_queries(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def test_query_file_answers_equal_single_searches(encoder, tmp_path):
+    from setenc.queries import answer, read_queries
+
+    export(encoder, colour_catalog(tmp_path, 12), tmp_path)
+    idx = SetIndex.load(tmp_path / "idx", encoder)
+    v = np.asarray(idx.vectors[7], np.float32)
+    qfile = write_queries(tmp_path / "q.jsonl", [
+        {"photos": ["img/a4_0.png", "img/a4_1.png"], "qid": "four"}, {"id": "a2"}, "", {"vector": v.tolist()},
+        {"photos": ["img/a5_0.png"]}])
+    queries = read_queries(qfile, idx)
+    results = list(answer(idx, queries, k=3))
+    assert [r["line"] for r in results] == [1, 2, 4, 5] and results[0]["qid"] == "four"
+    singles = [idx.search([tmp_path / "img/a4_0.png", tmp_path / "img/a4_1.png"], 3), idx.similar("a2", 3),
+               idx.search(v, 3), idx.search([tmp_path / "img/a5_0.png"], 3)]
+    for r, want in zip(results, singles):
+        assert [(h["id"], h["score"]) for h in r["hits"]] == [(i, pytest.approx(s, abs=1e-5)) for i, s in want]
+    reranked = list(answer(idx, [queries[0]], k=3, rerank="chamfer"))[0]
+    assert [h["id"] for h in reranked["hits"]] == \
+        [i for i, _ in idx.search([tmp_path / "img/a4_0.png", tmp_path / "img/a4_1.png"], 3, rerank="chamfer")]
+
+
+@pytest.mark.parametrize("line, words", [
+    ({"id": "zz"}, "'zz' is not in this export"),
+    ({"photos": ["img/none.png"]}, "q.jsonl:2: photo not found"),
+    ({"vector": [1, 2]}, "q.jsonl:2: 'vector' must be a list of 8"),
+    ({"id": "a1", "vector": [1]}, "q.jsonl:2: a query is an object with exactly one of"),
+    ("{oops", "q.jsonl:2: not valid JSON"),
+])
+def test_bad_query_line_is_named(encoder, tmp_path, line, words):
+    from setenc.queries import read_queries
+
+    export(encoder, colour_catalog(tmp_path, 4), tmp_path)
+    idx = SetIndex.load(tmp_path / "idx", encoder)
+    with pytest.raises(SetencError, match=words):
+        read_queries(write_queries(tmp_path / "q.jsonl", [{"id": "a0"}, line]), idx)
+
+
+def test_scripts_delete_and_batch_queries(encoder, tmp_path):
+    """scripts/export.py --delete and scripts/search.py --queries in subprocesses (id and vector queries:
+    no backbone needed); user errors are one line and exit status 2."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, script_env
+
+    export(encoder, colour_catalog(tmp_path, 6), tmp_path)
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=REPO, env=script_env(tmp_path / "cache"),  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("scripts/export.py", "--out", str(tmp_path / "idx"), "--delete", "a1", "a4")
+    assert r.returncode == 0 and "2 articles, 4 left" in r.stdout, r.stderr
+    v = np.asarray(SetIndex.load(tmp_path / "idx").vectors[0], np.float32)
+    qfile = write_queries(tmp_path / "q.jsonl", [{"id": "a2"}, {"vector": v.tolist(), "qid": 7}])
+    r = run("scripts/search.py", str(tmp_path / "idx"), "--queries", str(qfile), "-k", "2", "--out",
+            str(tmp_path / "res.jsonl"))
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(x) for x in (tmp_path / "res.jsonl").read_text().splitlines()]
+    assert len(results) == 2 and results[1]["qid"] == 7 and results[1]["hits"][0]["id"] == "a0"
+    assert "a2" not in [h["id"] for h in results[0]["hits"]]
+    r = run("scripts/export.py", "--out", str(tmp_path / "idx"), "--delete", "a1")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not in the export: a1" in r.stderr
+    r = run("scripts/search.py", str(tmp_path / "idx"), "--queries", str(qfile), "--rerank", "chamfer")
+    assert r.returncode == 2 and "q.jsonl:2: a vector query cannot be re-ranked" in r.stderr

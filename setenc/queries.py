@@ -1,0 +1,100 @@
+"""Many queries in one process: the JSONL query file and answering it against one loaded export.
+
+One query a line, exactly one of:
+```
+{"photos": ["q1/front.jpg", "q1/back.jpg"]}    photo paths, relative to the query file (a new query set)
+{"id": "a17"}                                  an article of the export: its most similar articles, itself left out
+{"vector": [0.1, ...]}                         an (E,) article vector, searched as it is (no re-ranking)
+```
+An optional `"qid"` is echoed back. Every line is read and checked before the first search, so a bad line is one
+error naming it and costs no work. Each answer is one JSON object: `{"line", "qid", "hits": [{"id", "score"}]}`,
+in the order of the file. Photo and vector queries are searched in batches (one FAISS call per batch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from setenc.catalogs.manifest import iter_jsonl
+from setenc.errors import SetencError
+from setenc.index import SetIndex
+
+KINDS = ("photos", "id", "vector")  # the keys a query line may carry, exactly one of them
+BATCH = 64  # photo / vector queries searched together
+
+
+@dataclass
+class QueryLine:
+    """One checked line of a query file."""
+
+    line: int
+    kind: str
+    value: object  # list[Path] | str | np.ndarray
+    qid: object = None
+
+
+def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False) -> list[QueryLine]:
+    """Read and check a query file against `index`: paths exist, ids are in the export, vectors fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise SetencError(f"{path}: query file not found")
+    out = []
+    with open(path, "rb") as f:
+        for where, lineno, obj in iter_jsonl(f, path):
+            keys = [k for k in KINDS if isinstance(obj, dict) and k in obj]
+            if len(keys) != 1:
+                raise SetencError(f"{where}: a query is an object with exactly one of {', '.join(KINDS)}")
+            kind, value = keys[0], obj[keys[0]]
+            if kind == "photos":
+                if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
+                    raise SetencError(f"{where}: 'photos' must be a non-empty list of photo paths")
+                value = [path.parent / p for p in value]
+                missing = [str(p) for p in value if not p.is_file()]
+                if missing:
+                    raise SetencError(f"{where}: photo not found: {missing[0]}")
+            elif kind == "id":
+                index.row(str(value))  # unknown ids fail here, naming the id
+                value = str(value)
+            else:
+                try:
+                    value = np.asarray(value, np.float32)
+                except (TypeError, ValueError):
+                    value = None
+                if value is None or value.shape != (index.dim,) or not np.isfinite(value).all():
+                    raise SetencError(f"{where}: 'vector' must be a list of {index.dim} finite numbers")
+                if rerank:
+                    raise SetencError(f"{where}: a vector query cannot be re-ranked (no photos); give photos or an id")
+            out.append(QueryLine(lineno, kind, value, obj.get("qid")))
+    return out
+
+
+def answer(index: SetIndex, queries: list[QueryLine], k: int = 10, rerank: str | None = None,
+           candidates: int = 200, weight: float = 0.0) -> Iterator[dict]:
+    """One result object per query, in file order (see the module docstring)."""
+    pending: list[QueryLine] = []
+
+    def flush() -> Iterator[dict]:
+        ids, scores = index.search_batch([q.value for q in pending], k, rerank, candidates, weight)
+        for q, row_ids, row_scores in zip(pending, ids, scores):
+            yield _result(q, [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None])
+        pending.clear()
+
+    for q in queries:
+        if q.kind == "id":
+            yield from flush() if pending else ()
+            yield _result(q, index.similar(q.value, k, rerank, candidates, weight))
+            continue
+        pending.append(q)
+        if len(pending) == BATCH:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _result(q: QueryLine, hits: list[tuple[str, float]]) -> dict:
+    return {"line": q.line, "qid": q.qid, "hits": [{"id": i, "score": round(s, 6)} for i, s in hits]}
