@@ -71,6 +71,9 @@ class SetIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, article_id: object) -> bool:
+        return article_id in self._rows
+
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])

@@ -1,0 +1,113 @@
+"""The HTTP search service: one export and its encoder loaded once, behind FastAPI (`scripts/serve.py`).
+
+```
+GET  /health                    the export: articles, dims, index type, whether photo vectors are stored
+POST /search                    multipart: photos (files) and / or paths (form fields), k, rerank, candidates, weight
+GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=: an article of the export as the query, itself left out
+```
+Answers are `{"hits": [{"id", "score"}], "took_ms"}`. What a client gets wrong is a 4xx with one clear `detail`:
+an empty query or bad option 400, a file that is not a photo 415, a photo over the size limit 413, an unknown
+article 404; nothing a client sends yields a 500. Uploads are decoded by the library's safe decoder
+(`photos.load_image`: decompression bombs refused, EXIF orientation, alpha on white). Paths are only read under
+`photo_root` (off by default): a service must not open whatever file a client names.
+
+FastAPI is the optional `[serve]` extra, imported when an app is made, so the library imports without it (and
+this module has no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime).
+Endpoints are plain functions: FastAPI runs them on its thread pool, and FAISS and torch release the GIL.
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from setenc.errors import ImageError, SetencError
+from setenc.index import SetIndex
+from setenc.photos import load_image
+from setenc.rerank import DEFAULT_CANDIDATES
+
+MAX_PHOTO_BYTES = 20 * 2**20  # one uploaded photo
+MAX_PHOTOS = 32  # photos in one query set
+MAX_K = 1000
+
+
+def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max_photo_bytes: int = MAX_PHOTO_BYTES,
+               max_photos: int = MAX_PHOTOS):
+    """A FastAPI app serving `index` (load the encoder first: `index.encoder.backbone`, so no request pays it)."""
+    try:
+        from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+        from fastapi.responses import JSONResponse
+    except ImportError:
+        raise SetencError("the search service needs the [serve] extra: pip install 'setenc[serve]'") from None
+
+    root = Path(photo_root).resolve() if photo_root else None
+    app = FastAPI(title="setenc search", description=__doc__)
+
+    @app.exception_handler(SetencError)
+    def user_error(request: Request, exc: SetencError) -> JSONResponse:
+        status = 415 if isinstance(exc, ImageError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    def check_k(k: int) -> None:
+        if not 1 <= k <= MAX_K:
+            raise SetencError(f"k={k} must be between 1 and {MAX_K}")
+
+    def decode(upload: UploadFile):
+        data = upload.file.read(max_photo_bytes + 1)
+        name = upload.filename or "upload"
+        if len(data) > max_photo_bytes:
+            raise HTTPException(413, f"{name}: over the limit of {max_photo_bytes // 2**20} MiB a photo")
+        if not data:
+            raise ImageError(f"{name}: empty file, not a photo")
+        with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as f:  # the safe decoder reads files
+            f.write(data)
+            f.flush()
+            try:
+                return load_image(f.name)
+            except ImageError as e:
+                raise ImageError(str(e).replace(f.name, name)) from None
+
+    def resolve(path: str) -> Path:
+        if root is None:
+            raise SetencError("photo paths are disabled on this service (start it with --photo-root); upload photos")
+        full = (root / path).resolve()
+        if not full.is_relative_to(root):
+            raise SetencError(f"{path}: outside the photo root")
+        if not full.is_file():
+            raise HTTPException(404, f"{path}: no such photo under the photo root")
+        return full
+
+    def answer(hits: list[tuple[str, float]], start: float) -> dict:
+        return {"hits": [{"id": i, "score": round(s, 6)} for i, s in hits],
+                "took_ms": round(1e3 * (time.perf_counter() - start), 2)}
+
+    @app.get("/health")
+    def health() -> dict:
+        m = index.manifest
+        return {"status": "ok", "articles": len(index), "dim": index.dim, "index": m["index"]["type"],
+                "photo_vectors": index.photos is not None, "backbone": m["backbone"].get("id"),
+                "head": m["head"]["name"]}
+
+    @app.post("/search")
+    def search(photos: list[UploadFile] = File(default=[]), paths: list[str] = Form(default=[]), k: int = Form(10),
+               rerank: str | None = Form(None), candidates: int = Form(DEFAULT_CANDIDATES),
+               weight: float = Form(0.0)) -> dict:
+        start = time.perf_counter()
+        check_k(k)
+        if not photos and not paths:
+            raise SetencError("the query set is empty: upload photos (field 'photos') or give paths")
+        if len(photos) + len(paths) > max_photos:
+            raise SetencError(f"{len(photos) + len(paths)} photos in one query; at most {max_photos}")
+        query = [decode(p) for p in photos] + [resolve(p) for p in paths]
+        return answer(index.search(query, k, rerank or None, candidates, weight), start)
+
+    @app.get("/articles/{article_id}/similar")
+    def similar(article_id: str, k: int = 10, rerank: str | None = None, candidates: int = DEFAULT_CANDIDATES,
+                weight: float = 0.0) -> dict:
+        start = time.perf_counter()
+        check_k(k)
+        if article_id not in index:
+            raise HTTPException(404, f"article {article_id!r} is not in this export")
+        return answer(index.similar(article_id, k, rerank or None, candidates, weight), start)
+
+    return app
