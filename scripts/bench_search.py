@@ -10,6 +10,9 @@ so a synthetic article is as far from its source as a real grocery query is from
 vectors (the backbone is the same for both sides and excluded): head + FAISS search vs matching the query set
 against every gallery article. Pairwise matching is measured at the smallest size only and extrapolated linearly.
 Index builds whose time, extrapolated from the previous size, exceeds --max-build-s are skipped and say so.
+At the smallest size the search modes are also compared on the quality queries: set vector (flat), set vector +
+re-ranking of --candidates hits by the --rerank matcher, multi-vector search (max-sim and the matcher), and the
+exhaustive batched matcher they approximate (latency, product Recall@1, top-1 agreement with the exhaustive one).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def parse_args() -> argparse.Namespace:
                    help="queries for Recall@1 of index vs matchers (each one also times the matchers)")
     p.add_argument("--max-build-s", type=float, default=300, help="skip builds estimated longer (0 = never skip)")
     p.add_argument("--threads", type=int, default=2, help="FAISS / torch threads for builds (latency: 1 thread)")
+    p.add_argument("--rerank", default="chamfer", help="matcher of the re-ranking / multi-vector rows")
+    p.add_argument("--candidates", default="50,200,1000", help="set-vector hits re-scored, comma-separated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/bench_search.md", help="markdown report ('' = print only)")
     return p.parse_args()
@@ -204,11 +209,8 @@ def top1_agrees(scores: np.ndarray, exact: np.ndarray) -> float:
 
 
 # -- the benchmark -------------------------------------------------------------------------------------
-def pairwise(real, syn, encoder, size: int, q_quality) -> dict:
-    """Latency and Recall@1 of recursive / linear matching against the first `size` gallery articles (the real
-    ones, then the synthetic ones as photo sets), plus the gallery's labels."""
-    from setenc.matchers import pairwise_scores
-
+def gallery_sets(real, syn, size: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The first `size` gallery articles (the real ones, then the synthetic ones) as padded photo sets + labels."""
     n_real = min(size, len(real["sets"]))
     gx, gm = pad_sets(real["sets"][:n_real], syn.max_n)
     labels = list(real["labels"][:n_real])
@@ -217,7 +219,14 @@ def pairwise(real, syn, encoder, size: int, q_quality) -> dict:
         take = min(CHUNK, size - n_real - c * CHUNK)
         gx, gm = torch.cat([gx, x[:take]]), torch.cat([gm, m[:take]])
         labels += list(real["labels"][src[:take]])
-    labels = np.array(labels)
+    return gx, gm, np.array(labels)
+
+
+def pairwise(real, gallery, syn, q_quality) -> dict:
+    """Latency and Recall@1 of recursive / linear matching against the gallery sets, plus the gallery's labels."""
+    from setenc.matchers import pairwise_scores
+
+    gx, gm, labels = gallery
     qx, qm = pad_sets(real["q_sets"], syn.max_n)
     out = {}
     for name in ("recursive", "linear"):
@@ -233,6 +242,52 @@ def pairwise(real, syn, encoder, size: int, q_quality) -> dict:
         print(f"  pairwise {name}: {ms:.1f} CPU ms/query ({out[name]['wall_ms']:.1f} wall), R@1 {r1:.3f}", flush=True)
     out["labels"] = labels
     return out
+
+
+def search_modes(real, gallery, vecs, encoder, q_quality, args) -> list[dict]:
+    """One query at a time through each search mode over the same gallery: latency, product Recall@1 and top-1
+    agreement with the exhaustive batched matcher (the last row)."""
+    from setenc.ann import build_index
+    from setenc.matchers import pairwise_scores
+    from setenc.multivector import MAX_SIM, MultiVectorIndex
+    from setenc.rerank import rerank, reranker
+    from setenc.store import PhotoStore
+
+    gx, gm, labels = gallery
+    matcher, q_sets = reranker(args.rerank), real["q_sets"]
+    store = PhotoStore.from_sets([x[m].numpy() for x, m in zip(gx, gm)], gx.shape[2])
+    index, _ = build_index(vecs[: len(gx)], "flat")
+    start = time.perf_counter()
+    multi = MultiVectorIndex(store)
+    print(f"  multi-vector index over {store.offsets[-1]} photos built in {time.perf_counter() - start:.1f}s", flush=True)
+
+    def two_stage(i, c):
+        scores, rows = index.search(encoder.encode_sets([q_sets[i]]), c)
+        return rerank(matcher, q_sets[i], store, rows[0], scores[0], 10)[0]
+
+    def exhaustive(i):
+        qx, qm = pad_sets([q_sets[i]])
+        return torch.topk(pairwise_scores(matcher, qx, qm, gx, gm)[0], 10).indices.numpy()
+
+    methods = {"set vector (flat)": lambda i: index.search(encoder.encode_sets([q_sets[i]]), 10)[1][0]}
+    for c in (int(x) for x in args.candidates.split(",")):
+        methods[f"set vector + rerank {matcher.name}, {c} candidates"] = lambda i, c=c: two_stage(i, c)
+    for agg in (MAX_SIM, matcher.name):
+        methods[f"multi-vector {agg}"] = lambda i, agg=agg: multi.search(q_sets[i], 10, agg)[0]
+    methods[f"exhaustive {matcher.name} (batched)"] = exhaustive
+    rows = []
+    for name, fn in methods.items():
+        clock, top1 = Clock(), []
+        with single_thread():
+            for i in q_quality:
+                with clock():
+                    top1.append(int(fn(i)[0]))
+        r1 = float(np.mean(labels[top1] == real["q_labels"][q_quality]))
+        rows.append({"method": name, **clock.ms(), "r1": r1, "top1": np.array(top1)})
+        print(f"  {name}: {rows[-1]['ms']:.2f} CPU ms/query, R@1 {r1:.3f}", flush=True)
+    for r in rows:
+        r["agree"] = float(np.mean(r["top1"] == rows[-1]["top1"]))
+    return rows
 
 
 def estimate_build_s(kind: str, size: int, past: dict) -> float | None:
@@ -341,8 +396,11 @@ def main() -> None:
             print(f"gallery {size}:", flush=True)
             size_rows = bench_size(size, vecs, q_vecs, encoder, real["q_sets"], q_lat, past, args, pw is None)
             if pw is None:
-                pw = pairwise(real, syn, encoder, size, q_quality)
+                gallery = gallery_sets(real, syn, size)
+                pw = pairwise(real, gallery, syn, q_quality)
                 pw["size"] = size
+                pw["modes"] = search_modes(real, gallery, vecs, encoder, q_quality, args)
+                del gallery
                 for r in size_rows:
                     if "top1" in r:
                         r["r1"] = float(np.mean(pw["labels"][r["top1"][q_quality]] == real["q_labels"][q_quality]))
@@ -444,6 +502,13 @@ def markdown(args, rows, pw, head, real, sigma, target, synth_s, load0, load1, t
     lines += ["", f"Of each index query, the head alone (pooling the query's photo vectors into one unit vector "
               f"with `SetEncoder.encode_sets`) takes {head['ms']:.3g} CPU ms; the FAISS search alone: "
               + ", ".join(f"{r['kind']} {r['search_ms']:.3g} ms" for r in base) + "."]
+    lines += ["", f"## Search modes at {pw['size']:,} articles ({args.quality_queries} queries, one at a time)", "",
+              f"Top-1 = exhaustive: the fraction of queries whose top-1 equals the exhaustive {args.rerank} "
+              "matcher's (the ranking re-ranking approximates).", "",
+              "| method | CPU ms / query | Recall@1 (product) | top-1 = exhaustive | wall ms |", "|---|---:|---:|---:|---:|"]
+    for r in pw["modes"]:
+        lines.append(f"| {r['method']} | {fmt_ms(r['ms'])} | {r['r1']:.3f} | {r['agree']:.3f} | "
+                     f"{fmt_ms(r['wall_ms'])} |")
     sweeps = [r for r in rows if r.get("sweep")]
     if sweeps:
         lines += ["", "## Speed / recall trade-off of the search-time knob (default marked *)", "",
