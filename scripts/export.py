@@ -62,7 +62,8 @@ def main() -> None:
                      index=args.index, dtype="float16" if args.float16 else None, append=args.append,
                      checkpoint_path=args.checkpoint, update=args.update)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
-    print(f"{args.out}: {m['count']} articles ({m['catalog_name']}), {m['dim']}-d {m['dtype']}, index "
+    photos = f", {m['photos']['count']} photo vectors" if m.get("photos") else ", no photo vectors"
+    print(f"{args.out}: {m['count']} articles ({m['catalog_name']}){photos}, {m['dim']}-d {m['dtype']}, index "
           f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}, "
           f"{time.perf_counter() - start:.1f}s")
     for line in m["skipped_photos"]:

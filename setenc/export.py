@@ -86,9 +86,11 @@ def export_index(
             new = _merge(old, ids, vecs, photos, dropped)
             params = old.manifest["index"]["params"]
             dropped = sorted((set(old.manifest["dropped"]) - set(new.ids)) | set(dropped))
+        source = (catalog_path, catalog.name)
+        if old is not None and (update or not catalog_path):  # an update lists only the changes: keep the full one
+            source = (old.manifest.get("catalog"), old.manifest.get("catalog_name", catalog.name))
         new.manifest = _manifest(encoder, len(new.ids), vecs.shape[1], kind, params, dtype, dropped,
-                                 checkpoint_path or getattr(encoder, "checkpoint_path", None),
-                                 catalog_path or (old and old.manifest.get("catalog")), catalog.name)
+                                 checkpoint_path or getattr(encoder, "checkpoint_path", None), *source)
         manifest = write_export(out, new)
     return {**manifest, "skipped_photos": skipped}
 
