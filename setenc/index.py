@@ -117,7 +117,11 @@ class SetIndex:
         if array and np.ndim(query) == 1:
             return None
         if array and np.ndim(query) == 2:
-            return np.asarray(query, np.float32)
+            x, want = np.asarray(query, np.float32), self.manifest.get("photo_dim", query.shape[1])
+            if x.shape[0] == 0 or x.shape[1] != want or not np.isfinite(x).all():
+                raise SetencError(f"query {position}: photo vectors must be a non-empty finite (n, {want}) array, "
+                                  f"got shape {tuple(x.shape)}")
+            return x
         if isinstance(query, (list, tuple)) and query and all(isinstance(p, (str, os.PathLike, Image.Image))
                                                               for p in query):
             return self.encoder.embed_photos(query)
@@ -156,6 +160,8 @@ class SetIndex:
     def _search(self, vecs: np.ndarray, photos: list[np.ndarray | None], k: int, matcher: Matcher | None,
                 candidates: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
         """`search_batch` on prepared queries: (Q, E) unit vectors and their photo vectors."""
+        if k < 1 or candidates < 1:
+            raise SetencError(f"k={k} and candidates={candidates} must be at least 1")
         if matcher is None:
             scores, rows = self.index.search(vecs, k)  # (Q, k) each
             return self._lookup[rows], np.where(rows >= 0, scores, -np.inf).astype(np.float32)

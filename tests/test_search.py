@@ -39,7 +39,7 @@ def random_index(n: int = 40, d: int = 16, seed: int = 0) -> SetIndex:
     enc = SetEncoder(create_head("mean", d).eval(), {"name": "rand", "kwargs": {}, "id": "rand"}, d)
     vecs = enc.encode_sets(sets)
     index, params = build_index(vecs)
-    manifest = {"dim": d, "index": {"type": "flat", "params": params}}
+    manifest = {"dim": d, "photo_dim": d, "index": {"type": "flat", "params": params}}
     return SetIndex(index, [f"a{i}" for i in range(n)], manifest, vecs, enc, PhotoStore.from_sets(sets, d))
 
 
@@ -96,6 +96,10 @@ def test_rerank_refuses_what_it_cannot_do():
         idx.search(q, rerank="chamfer", weight=2.0)
     with pytest.raises(SetencError, match="not a single vector"):
         idx.search(np.asarray(idx.vectors[0]), rerank="chamfer")
+    with pytest.raises(SetencError, match=r"non-empty finite \(n, 16\) array, got shape \(2, 5\)"):
+        idx.search_photos(np.ones((2, 5), np.float32))
+    with pytest.raises(SetencError, match="k=0"):
+        idx.search(q, k=0)
     idx.photos = None
     with pytest.raises(SetencError, match="photo vectors.*re-export"):
         idx.search(q, rerank="chamfer")
