@@ -57,8 +57,9 @@ def main() -> None:
         if args.out:
             print(f"wrote {len(queries)} results to {args.out}", file=sys.stderr)
         return
-    query = index.article_query(args.id) if args.id else [Path(x) for x in args.photos]
+    query = [Path(x) for x in args.photos]
     if args.multivector:
+        query = index.article_photos(args.id) if args.id else query
         hits = index.search_photos(query, k=args.k + bool(args.id), aggregate=args.multivector)
         hits = [h for h in hits if h[0] != args.id][: args.k]
     elif args.id:

@@ -196,6 +196,10 @@ class SetIndex:
         rows, scores = self._multivector.search(photos, k, aggregate, depth)
         return [(self.ids[r], float(s)) for r, s in zip(rows, scores)]
 
+    def article_photos(self, article_id: str) -> np.ndarray:
+        """An article's stored (n, D) photo vectors: a query for `search` or `search_photos`."""
+        return require_photos(self.photos, "an article's photos").set(self.row(article_id))
+
     def similar(self, article_id: str, k: int = 10, rerank: str | Matcher | None = None,
                 candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0) -> list[tuple[str, float]]:
         """The k articles most similar to an article of this export, itself left out: its stored vector and

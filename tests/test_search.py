@@ -134,6 +134,7 @@ def test_similar_leaves_the_article_out():
     assert "a5" not in [i for i, _ in idx.similar("a5", k=4, rerank="chamfer", candidates=40)]
     with pytest.raises(SetencError, match="'zz' is not in this export"):
         idx.similar("zz")
+    assert idx.search_photos(idx.article_photos("a5"), k=1)[0][0] == "a5"
 
 
 # -- catalogue edits on real exports ---------------------------------------------------------------------
@@ -305,6 +306,9 @@ def test_scripts_delete_and_batch_queries(encoder, tmp_path):
     results = [json.loads(x) for x in (tmp_path / "res.jsonl").read_text().splitlines()]
     assert len(results) == 2 and results[1]["qid"] == 7 and results[1]["hits"][0]["id"] == "a0"
     assert "a2" not in [h["id"] for h in results[0]["hits"]]
+    for extra in (["--rerank", "chamfer"], ["--multivector", "max"]):
+        r = run("scripts/search.py", str(tmp_path / "idx"), "--id", "a3", "-k", "2", *extra)
+        assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and " a3 " not in r.stdout, r.stderr
     r = run("scripts/export.py", "--out", str(tmp_path / "idx"), "--delete", "a1")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not in the export: a1" in r.stderr
     r = run("scripts/search.py", str(tmp_path / "idx"), "--queries", str(qfile), "--rerank", "chamfer")
