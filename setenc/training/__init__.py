@@ -5,8 +5,8 @@
 """
 
 
-def train(cfg, resume: bool = False) -> dict:
+def train(cfg, resume: bool = False, trainer_options: dict | None = None) -> dict:
     """`setenc.training.run.train`, imported on call so `import setenc.training` stays light."""
     from setenc.training.run import train as _train
 
-    return _train(cfg, resume=resume)
+    return _train(cfg, resume=resume, trainer_options=trainer_options)

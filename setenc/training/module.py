@@ -2,12 +2,20 @@
 
 The backbone is frozen and out of the loop: photos are embedded once into the cache, and training runs on
 the cached vectors, so an epoch over thousands of articles takes seconds on a CPU.
+
+Data-parallel (`strategy: ddp`): `batch_size` stays the global batch (each of N processes draws batch_size / N
+pairs), the loss sees every process's rows (`global_batch`), and validation embeds a shard on each process and
+gathers the vectors before ranking, so the numbers are the single-process ones.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
@@ -39,26 +47,35 @@ class SetModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         xa, ma, xb, mb, labels = batch
-        za, zb = self.head(xa, ma), self.head(xb, mb)  # (B, E) each
+        za, zb, labels = global_batch(self.head(xa, ma), self.head(xb, mb), labels)  # (B, E) each, all processes
         loss = self.loss(za, zb, labels)  # one call shape for every loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, mask = batch
-        self._val.append(self.head(x, mask).detach().cpu())
+        chunk, x, mask = batch
+        self._val.append((int(chunk), self.head(x, mask).detach().cpu()))
 
     def on_validation_epoch_end(self):
-        if self.protocol is None or not self._val:
-            return
-        z = torch.cat(self._val).numpy()
+        m = self.validation_metrics()
+        if m is not None:  # the same numbers on every process: no sync needed
+            self.log_dict({"val/recall@1": m["recall@1"], "val/map@r": m["map@r"]}, prog_bar=True)
+
+    def validation_metrics(self) -> dict | None:
+        """Metrics of the validation protocol on the vectors every process embedded; None after a truncated pass.
+
+        A collective under data-parallel training: every process calls it, gathers the numbered chunks, and ranks.
+        """
+        parts = _all_processes(self._val)
         self._val.clear()
-        nq = len(self.protocol.queries)
-        if len(z) != nq + len(self.protocol.gallery):  # a truncated sanity / fast_dev_run pass
-            return
+        if self.protocol is None or not parts:
+            return None
+        z = torch.cat([v for _, v in sorted(dict(parts).items())]).numpy()  # chunk order; padding repeats dropped
         p = self.protocol
-        m = vector_metrics(z[:nq], z[nq:], p.q_labels, p.g_labels, exclude=p.exclude)
-        self.log_dict({"val/recall@1": m["recall@1"], "val/map@r": m["map@r"]}, prog_bar=True)
+        nq = len(p.queries)
+        if len(z) != nq + len(p.gallery):  # a truncated sanity / fast_dev_run pass
+            return None
+        return vector_metrics(z[:nq], z[nq:], p.q_labels, p.g_labels, exclude=p.exclude)
 
     def configure_optimizers(self):
         groups = [{"params": list(self.head.parameters())},
@@ -67,6 +84,33 @@ class SetModule(pl.LightningModule):
                                 weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def global_batch(za: torch.Tensor, zb: torch.Tensor, labels: torch.Tensor):
+    """Every process's rows, process by process, so the loss contrasts against the global batch's negatives.
+
+    The loss is then the same number on every process. The gather carries gradient and its backward sums every
+    process's gradient for the local rows (N × ∂L/∂z_local); DDP averages parameter gradients over the N
+    processes, so the gradient is exactly the single-process gradient of the global batch: no loss scaling.
+    One process (or no process group): the batch unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return za, zb, labels
+    with warnings.catch_warnings():  # deprecated in torch 2.9 for a private API; Lightning's all_gather uses it too
+        warnings.simplefilter("ignore", FutureWarning)
+        za, zb = (torch.cat(dist_nn.all_gather(z)) for z in (za, zb))
+    gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, labels)  # labels need no gradient
+    return za, zb, torch.cat(gathered)
+
+
+def _all_processes(parts: list) -> list:
+    """This process's list joined with every other process's (validation shards); unchanged on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return parts
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, parts)
+    return [item for part in every for item in part]
 
 
 class EpochShuffle(Sampler[int]):
@@ -107,12 +151,13 @@ class SetDataModule(pl.LightningDataModule):
         self.val_protocol = val_protocol
 
     def train_dataloader(self):
-        return DataLoader(self.pairs, batch_size=min(self.cfg.batch_size, len(self.pairs)),
+        processes = self.trainer.world_size if self.trainer is not None else 1  # batch_size is the global batch
+        return DataLoader(self.pairs, batch_size=max(1, min(self.cfg.batch_size, len(self.pairs)) // processes),
                           sampler=EpochShuffle(len(self.pairs), self.cfg.seed),
                           drop_last=len(self.pairs) > self.cfg.batch_size, collate_fn=collate_pairs)
 
     def val_dataloader(self):
         p = self.val_protocol
         sets = (p.queries + p.gallery) if p is not None else []
-        chunks = [pad_sets(sets[i : i + 512]) for i in range(0, len(sets), 512)]
-        return DataLoader(chunks, batch_size=None)
+        chunks = [(k, *pad_sets(sets[i : i + 512])) for k, i in enumerate(range(0, len(sets), 512))]
+        return DataLoader(chunks, batch_size=None)  # numbered: processes each embed a shard, then gather in order

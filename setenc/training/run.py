@@ -79,11 +79,14 @@ def prepare(cfg: TrainConfig) -> tuple[TrainConfig, Catalog, list[str]]:
     return cfg, catalog, why
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, trainer_options: dict | None = None) -> dict:
     """Embed what is missing, train the head, keep the best checkpoint by `cfg.monitor`, report held-out metrics.
 
     With `cfg.final`, the held-out run comes first; then the same recipe trains on every article (the epoch count the
     held-out run kept) into `<run>-final/`, whose checkpoint records the held-out metrics it was judged by.
+    `trainer_options` are extra `pl.Trainer` arguments that a config cannot spell (a strategy or cluster-environment
+    object, e.g. Ray Train's); their `callbacks` are added to the run's. Under data-parallel training every process
+    runs this function; only process 0 evaluates and writes, the others return `{"run_dir", "rank"}`.
     """
     backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)  # a missing model: now
     cfg, catalog, why = prepare(cfg)
@@ -91,18 +94,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         print(f"[recipe] {line}")
     name = cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}"
     if not cfg.final:
-        return _train(dataclasses.replace(cfg, run_name=name), catalog, backbone, resume)
-    evaluated = _train(dataclasses.replace(cfg, final=False, run_name=name), catalog, backbone, resume)
+        return _train(dataclasses.replace(cfg, run_name=name), catalog, backbone, resume, trainer_options)
+    evaluated = _train(dataclasses.replace(cfg, final=False, run_name=name), catalog, backbone, resume, trainer_options)
+    if evaluated.get("rank"):
+        return evaluated
     heldout = {k: v for k, v in evaluated.items() if k.startswith("test/")}
     final = dataclasses.replace(cfg, final=False, run_name=f"{name}-final", split=[1.0, 0.0, 0.0],
                                 epochs=evaluated["epochs_kept"])
     print(f"[final] every article of {catalog.name} trains for {final.epochs} epochs (the held-out run's); "
           f"its checkpoint records the held-out metrics of {evaluated['run_dir']}")
-    result = _train(final, catalog, backbone, resume=False, heldout={"run_dir": evaluated["run_dir"], **heldout})
+    result = _train(final, catalog, backbone, False, trainer_options, {"run_dir": evaluated["run_dir"], **heldout})
     return result
 
 
-def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, heldout: dict | None = None) -> dict:
+def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_options: dict | None = None,
+           heldout: dict | None = None) -> dict:
     t0 = time.perf_counter()
     run_dir = Path(cfg.out) / cfg.run_name
     check_run_dir(run_dir, cfg, resume)  # before any long work
@@ -128,9 +134,12 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, heldout: 
     module = SetModule(head_cfg, spec, dim, cfg.loss, cfg.loss_kwargs, cfg.lr, cfg.weight_decay, cfg.epochs)
     module.protocol = val_p
     has_params = any(p.requires_grad for p in module.head.parameters())
-    kept = cfg.epochs
+    kept, rank = cfg.epochs, 0
     if has_params:
-        kept = _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume, val_p is not None)
+        kept, rank = _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume,
+                          val_p is not None, trainer_options)
+    if rank:  # another data-parallel process: process 0 evaluates and writes
+        return {"run_dir": str(run_dir), "rank": rank}
     if cfg.fast_dev_run:
         return {"run_dir": str(run_dir)}
 
@@ -156,6 +165,8 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, heldout: 
 
 def summary_lines(result: dict) -> list[str]:
     """What a user wants from a finished run: where it is, and its held-out numbers (every metric: result.json)."""
+    if result.get("rank"):  # another data-parallel process: process 0 reports
+        return []
     if "head" not in result:  # a fast_dev_run smoke test: nothing measured
         return [f"[train] {result['run_dir']}: fast_dev_run finished (one batch; no checkpoint, no metrics)"]
     lines = [f"[train] {result['run_dir']}: {result['head']} head on {result['train_articles']} training articles, "
@@ -174,7 +185,8 @@ def summary_lines(result: dict) -> list[str]:
 
 
 CHECKPOINTS = 50  # at most this many last.ckpt writes a run (resume restarts from the newest)
-VOLATILE = ("progress", "logger", "fast_dev_run", "out", "run_name", "cache", "accelerator", "devices", "strategy")
+VOLATILE = ("progress", "logger", "fast_dev_run", "out", "run_name", "cache", "accelerator", "devices", "strategy",
+            "num_nodes")
 
 
 def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -190,8 +202,9 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
                           "for a new folder, or delete that one")
 
 
-def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool) -> int:
-    """Fit; load the kept epoch's weights; return how many epochs that checkpoint had trained."""
+def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool,
+         trainer_options: dict | None = None) -> tuple[int, int]:
+    """Fit; load the kept epoch's weights; return (epochs that checkpoint had trained, this process's global rank)."""
     every = max(1, cfg.epochs // CHECKPOINTS)  # a tiny catalogue runs 1,000 one-step epochs: not 1,000 file writes
     ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.monitor if has_val else None,
                            mode="max", save_last=True, enable_version_counter=False, every_n_epochs=every)
@@ -199,13 +212,14 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
     if has_val:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience))
     _quiet_lightning()
-    trainer = pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        deterministic=True, callbacks=callbacks,
-        logger=_loggers(cfg, run_dir) or False, enable_progress_bar=cfg.progress, enable_model_summary=False,
-        fast_dev_run=cfg.fast_dev_run, log_every_n_steps=1, num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0,
-    )
+    options = dict(trainer_options or {})
+    callbacks += list(options.pop("callbacks", []))
+    trainer = pl.Trainer(**{
+        "max_epochs": cfg.epochs, "accelerator": cfg.accelerator, "devices": cfg.devices, "strategy": cfg.strategy,
+        "num_nodes": cfg.num_nodes, "deterministic": True, "callbacks": callbacks,
+        "logger": _loggers(cfg, run_dir) or False, "enable_progress_bar": cfg.progress, "enable_model_summary": False,
+        "fast_dev_run": cfg.fast_dev_run, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+        "limit_val_batches": 1.0 if has_val else 0, **options})
     last = run_dir / "last.ckpt"
     if resume and not last.is_file():
         raise SetencError(f"--resume: no {last} to resume from; start without --resume")
@@ -216,11 +230,11 @@ def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, 
             raise CheckpointError(f"--resume: {last} is damaged or not a setenc checkpoint ({type(e).__name__}); "
                                   "delete it to start over, or resume from a copy") from None
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
-    if cfg.fast_dev_run or not has_val or not ckpt.best_model_path:
-        return trainer.current_epoch  # no validation: the module holds the last epoch, the one kept
+    if trainer.global_rank or cfg.fast_dev_run or not has_val or not ckpt.best_model_path:
+        return trainer.current_epoch, trainer.global_rank  # no validation: the module holds the last epoch (kept)
     blob = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(blob["state_dict"])
-    return int(blob["epoch"]) + 1
+    return int(blob["epoch"]) + 1, 0
 
 
 def _quiet_lightning() -> None:
@@ -228,5 +242,6 @@ def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (".*exists and is not empty.*", ".*LeafSpec.*", ".*does not have many workers.*",
-                    ".*limit_val_batches.*", ".*is a private attribute.*"):
+                    ".*limit_val_batches.*", ".*is a private attribute.*",
+                    ".*sync_dist=True.*"):  # validation metrics: every process computes the same numbers
         warnings.filterwarnings("ignore", message=message)
