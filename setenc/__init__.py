@@ -19,6 +19,7 @@ _API = {
     "index": ("SetIndex",),
     "losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
     "matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
+    "parquet": ("export_parquet",),
     "multivector": ("MultiVectorIndex",),
     "photos": ("Backbone", "EmbeddingCache", "article_embeddings", "create_backbone", "embed_catalog",
                "list_backbones", "photo_sets"),
