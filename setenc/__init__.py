@@ -16,6 +16,7 @@ _API = {
     "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher", "vector_metrics"),
     "heads": ("SetHead", "create_head", "list_heads"),
     "export": ("delete_articles", "export_index"),
+    "fusion": ("Fusion", "fuse_vectors", "tune_weight"),
     "index": ("SetIndex",),
     "losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
     "matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
@@ -25,6 +26,8 @@ _API = {
                "list_backbones", "photo_sets"),
     "sets": ("masked_mean", "pad_sets"),
     "store": ("PhotoStore",),
+    "text": ("create_text_encoder", "list_text_encoders"),
+    "titles": ("title_vectors",),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 

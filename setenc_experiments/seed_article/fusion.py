@@ -2,7 +2,8 @@
 (shoes by articleType; Luma products by department), scored by the image alone, the title alone, and both fused
 as alpha · image + (1 − alpha) · text with alpha tuned on validation queries and reported on the others.
 
-The text encoder (`setenc.text`, TF-IDF by default) is fitted on every title of the retrieval, without labels.
+The text encoder (`setenc.text`, TF-IDF by default) is fitted on every title of the retrieval, without labels;
+TF-IDF keeps its full n-gram vectors here (`dim=None`: the report's numbers were measured so, and nothing is indexed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 
 from setenc.catalogs import load_catalog
 from setenc.evaluation.protocols import Protocol
-from setenc.text import create_text_encoder, fuse, tune_alpha
+from setenc.fusion import fuse, tune_alpha
+from setenc.text import create_text_encoder
 from setenc_experiments.seed_article.common import embedded, leave_one_out, matcher_scores, metrics, precision_at_k, split_queries
 from setenc_experiments.seed_article.ordered import LUMA_VIEWS, luma_views
 from setenc_experiments.seed_article.single import K, shoe_catalog
@@ -25,7 +27,7 @@ def compare(image: np.ndarray, titles: list[str], p: Protocol, encoder: str = "t
     Args:
         image: (N, N) image scores of a leave-one-out protocol `p` over N articles with these titles.
     """
-    t = create_text_encoder(encoder).fit(titles).encode(titles)  # (N, E)
+    t = create_text_encoder(encoder, **({"dim": None} if encoder == "tfidf" else {})).fit(titles).encode(titles)
     text = t @ t.T  # (N, N)
     val, rep = split_queries(p)
     rows_of = {i: k for k, i in enumerate(p.q_ids)}

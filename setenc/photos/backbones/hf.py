@@ -82,14 +82,17 @@ def _load(cls: type, folder: Path, allow_missing: str = "", **kw) -> tuple[nn.Mo
     """
     from transformers.utils import logging
 
-    verbosity = logging.get_verbosity()
+    verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()  # the per-key load report would list every unused text-tower weight
+    logging.disable_progress_bar()  # a "Loading weights" bar per model would clutter quiet runs
     try:
         model, info = cls.from_pretrained(folder, local_files_only=True, output_loading_info=True, **kw)
     except Exception as e:  # noqa: BLE001
         raise SetencError(f"{folder}: cannot load the model with {cls.__name__} ({type(e).__name__}: {e})") from None
     finally:
         logging.set_verbosity(verbosity)
+        if bar:
+            logging.enable_progress_bar()
     missing = sorted(info.get("missing_keys", ()))
     bad = [k for k in missing if not (allow_missing and allow_missing in k)]
     if bad:
