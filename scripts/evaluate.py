@@ -2,6 +2,8 @@
 
 `python scripts/evaluate.py --checkpoint checkpoints/RUN/best.pt --catalog PATH --out reports/NAME`
 Without --checkpoint: the parameter-free rows alone (mean, chamfer, recursive, linear, ordered).
+`--text tfidf` (or clip-text, minilm) adds title-only and photos + title rows, the photo weight tuned off the scored
+articles, and writes each fused encoder to OUT/fused/ (docs/titles.md).
 """
 
 import argparse
@@ -24,6 +26,8 @@ def main() -> None:
     p.add_argument("--protocols", nargs="*", default=None, help="group | self | single (default: all three)")
     p.add_argument("--no-tune", action="store_true", help="do not tune s/m of recursive/linear on validation")
     p.add_argument("--no-pictures", action="store_true")
+    p.add_argument("--text", default=None, help="title encoder: tfidf | clip-text | minilm (adds title and fused rows)")
+    p.add_argument("--text-model", default=None, help="model folder / cached hub id for clip-text and minilm")
     args = p.parse_args()
 
     from setenc.photos import create_backbone
@@ -35,8 +39,15 @@ def main() -> None:
     from setenc.encoder import SetEncoder
     from setenc.paths import cache_dir
 
+    from setenc.text import TEXT_ENCODERS
+
     for name in args.matchers or []:  # names first: a typo must not cost a whole embedding run
         MATCHERS.check(name)
+    text_options = {"model": args.text_model} if args.text_model else {}
+    if args.text is not None:
+        TEXT_ENCODERS.check_options(TEXT_ENCODERS.check(args.text), text_options)
+    elif args.text_model:
+        raise SetencError("--text-model needs --text clip-text or --text minilm")
     unknown = sorted(set(args.protocols or []) - set(PROTOCOLS))
     if unknown:
         raise SetencError(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
@@ -55,7 +66,7 @@ def main() -> None:
         backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
     report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
                               args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, args.out,
-                              not args.no_pictures)
+                              not args.no_pictures, text=args.text, text_options=text_options)
     print(markdown_report(report))
     for line in report["skipped_photos"]:
         print(line)

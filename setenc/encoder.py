@@ -3,6 +3,8 @@
 A checkpoint holds the head's constructor config, its weights, the backbone's name / kwargs / id and the
 photo-embedding dim — never an `nn.Module`, never backbone weights — and loads with `weights_only=True`,
 so a file carrying a pickle payload is refused. Lightning `.ckpt` files written by `setenc.training` load too.
+A checkpoint may also carry a title fusion (`setenc.fusion.Fusion`: the tuned photo weight and the title encoder's
+spec); `encode_articles(sets, titles)` then gives fused vectors, the ones an index of photos + titles holds.
 This module does not import Lightning.
 """
 
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from setenc.errors import CheckpointError, SetencError
+from setenc.fusion import Fusion
 from setenc.heads import SetHead, create_head
 from setenc.photos import load_image
 from setenc.paths import file_sha256
@@ -57,17 +60,18 @@ class SetEncoder(torch.nn.Module):
     """
 
     def __init__(self, head: SetHead, backbone: dict, dim: int, metrics: dict | None = None,
-                 training: dict | None = None):
+                 training: dict | None = None, fusion: Fusion | None = None):
         super().__init__()
         self.head, self.backbone_spec, self.dim, self.metrics = head, dict(backbone), int(dim), dict(metrics or {})
         self.training_info = dict(training or {})  # catalog + split it was trained on: evaluation holds them out
+        self.fusion = fusion  # photos + titles late fusion, None = photos only
         self._backbone = None
 
     # -- persistence ---------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"format": FORMAT, "head": self.head.config, "state_dict": self.head.state_dict(),
                 "backbone": self.backbone_spec, "dim": self.dim, "metrics": self.metrics,
-                "training": self.training_info}
+                "training": self.training_info, **({"fusion": self.fusion.state()} if self.fusion else {})}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a crash leaves the previous file intact."""
@@ -88,7 +92,8 @@ class SetEncoder(torch.nn.Module):
             head.load_state_dict(blob["state_dict"])
         except (KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{path}: head weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
-        enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"))
+        fusion = Fusion.from_state(blob["fusion"]) if blob.get("fusion") else None
+        enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"), fusion)
         enc.checkpoint_sha256 = file_sha256(path)
         enc.checkpoint_path = str(path.resolve())  # an export records it, so its index can rebuild this encoder
         if backbone is not None:
@@ -159,3 +164,60 @@ class SetEncoder(torch.nn.Module):
         vecs = self.embed_photos(flat)
         bounds = np.cumsum([0] + [len(s) for s in photo_sets])
         return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size)
+
+    # -- photos + titles -----------------------------------------------------------------------------
+    def with_fusion(self, fusion: Fusion | None) -> "SetEncoder":
+        """The same head and backbone with this title fusion (None: photos only); `save` records it."""
+        enc = SetEncoder(self.head, self.backbone_spec, self.dim, self.metrics, self.training_info, fusion)
+        enc._backbone = self._backbone
+        enc.checkpoint_sha256 = getattr(self, "checkpoint_sha256", None)
+        enc.checkpoint_path = getattr(self, "checkpoint_path", None)
+        return enc
+
+    @property
+    def out_dim(self) -> int:
+        """Size of the vectors `encode_articles` returns: the head's, plus the title part with a fusion."""
+        return self.head.out_dim + (self.fusion.text.dim if self.fusion else 0)
+
+    def encode_articles(self, sets: Sequence[np.ndarray | Sequence[str | os.PathLike | Image.Image] | None],
+                        titles: Sequence[str | None] | None = None, cache_root: str | os.PathLike | None = None,
+                        batch_size: int = 256) -> np.ndarray:
+        """Articles (or queries) -> `(N, out_dim)`: what an index of this encoder holds and what searches it.
+
+        Without a fusion: the set vectors (`titles` must be None). With one: `[√w·set, √(1−w)·title]`, where an
+        article's missing side is zeros — a set of `None` (a title-only query), a title of `None` / "" or
+        `titles=None` (photos only) — so such a query ranks by the side it has.
+        Args:
+            sets: per article `(n_i, D)` cached photo vectors, a list of photos (paths / PIL images), or None.
+            cache_root: cache title vectors there (`setenc.titles`); None encodes them directly.
+        """
+        if self.fusion is None and titles is not None:
+            raise SetencError("this encoder has no title fusion (its checkpoint records none): encode photos only, "
+                              "or use a checkpoint written by scripts/evaluate.py --text")
+        if titles is not None and len(titles) != len(sets):
+            raise SetencError(f"{len(sets)} articles but {len(titles)} titles: give one title (or None) per article")
+        have = [i for i, s in enumerate(sets) if s is not None]
+        if self.fusion is None and len(have) < len(sets):
+            raise SetencError("an article without photos needs a title fusion: this encoder is photos only")
+        arrays = [sets[i] if isinstance(sets[i], np.ndarray) else self.embed_photos(list(sets[i])) for i in have]
+        for i, a in zip(have, arrays):
+            if len(a) == 0:
+                raise SetencError(f"article {i} has an empty photo set: give None for a title-only query")
+        vecs = np.zeros((len(sets), self.head.out_dim), np.float32)
+        if have:
+            vecs[have] = self.encode_sets(arrays, batch_size)
+        if self.fusion is None:
+            return vecs
+        text = self.fusion.text
+        if titles is None:
+            t = np.zeros((len(sets), text.dim), np.float32)
+        elif cache_root is not None:
+            from setenc.titles import title_vectors
+
+            t = title_vectors(titles, text, cache_root)
+        else:
+            t = text.encode(titles)
+        empty = sorted(set(range(len(sets))) - set(have) - set(np.flatnonzero(np.abs(t).sum(1) > 0).tolist()))
+        if empty:
+            raise SetencError(f"article {empty[0]} has neither photos nor a title: nothing to encode")
+        return self.fusion.combine(vecs, t)

@@ -5,6 +5,7 @@ so nothing trained on is scored), else the whole catalog (a catalogue the heads 
 `s` / `m` are tuned on the validation split when there is one. One row per (method, protocol):
 Recall@1/5/10, MAP@R and milliseconds per query (for a head: encoding the query set and ranking the
 pre-encoded gallery; for a matcher: scoring the query set against every gallery set).
+With a title encoder (`text=`), title-only and photos + title fusion rows are added (`evaluation.titles`).
 Heads are scored from their vectors in bounded memory (`vector_metrics`: no (Q, G) matrix, same numbers), so a
 large gallery is evaluated for heads; the matchers need (Q, G) by nature.
 """
@@ -24,10 +25,12 @@ from setenc.encoder import SetEncoder
 from setenc.errors import SetencError
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
 from setenc.evaluation.protocols import MEANING, PROTOCOLS, Protocol, make_protocols
+from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, title_rows, tune_fusions
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.photos import photo_sets
 from setenc.sets import pad_sets
+from setenc.text import create_text_encoder
 
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
 METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
@@ -152,22 +155,46 @@ def evaluate_catalog(
     out_dir: str | Path | None = None,
     pictures: bool = True,
     progress: bool = True,
+    text: str | None = None,
+    text_options: dict | None = None,
 ) -> dict:
     """Embed, pick held-out articles, score every method, and write `report.md` / `report.json` / pictures.
 
     Args:
         encoders: name -> trained `SetEncoder` (their backbone must be `backbone`).
         split: "auto" | "test" | "all" (see the module docstring).
+        text: a title encoder name (`setenc.text`): adds title-only and fused rows, and writes each fused encoder
+            to `<out_dir>/fused/`. Its weight is tuned on the validation / training split, or, when the scored
+            articles are the whole catalogue, on a hashed `TUNE_FRACTION` of them that is then not scored.
     """
     encoders = dict(encoders or {})
     for enc in encoders.values():
         enc.set_backbone(backbone)
+    if text is not None:
+        check_titles(catalog)  # before any work: a catalogue without titles is a one-line error
+        text_encoder = create_text_encoder(text, **(text_options or {}))
     test, val, why = choose_split(catalog, encoders, split)
+    if text is not None and val is None:
+        parts = split_catalog(test, (TUNE_FRACTION, 0.0, 1.0 - TUNE_FRACTION), "article")
+        val, test = parts["train"], parts["test"]
+        val.name = f"{catalog.name}-title-tuning"
+        why += f"; {len(val)} of them (hashed ids) only tune the title weight and the matchers, and are not scored"
     sets, kept, dropped, report_embed = photo_sets(test, backbone, cache_root, progress=progress)
-    tuned = {}
-    if tune and val is not None and len(val):
-        tuned = tune_matchers(*photo_sets(val, backbone, cache_root, progress=progress)[:2], names=matchers)
+    tuned, val_sets = {}, None
+    if val is not None and len(val) and (tune or text is not None):
+        val_sets = photo_sets(val, backbone, cache_root, progress=progress)[:2]
+    if tune and val_sets is not None:
+        tuned = tune_matchers(*val_sets, names=matchers)
     rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
+    text_info = None
+    if text is not None:
+        text_encoder.fit([a.title for a in catalog.articles])  # label-free: every title of the catalogue
+        methods = {"mean": SetEncoder.parameter_free(backbone), **encoders}
+        fused = tune_fusions(text_encoder, methods, *val_sets, cache_root)
+        rows += title_rows(text_encoder, fused, make_protocols(sets, kept, protocols), kept, cache_root)
+        text_info = {"encoder": text_encoder.id, "dim": text_encoder.dim, "tuned_on": val_sets[1].name,
+                     "weights": {k: e.fusion.weight for k, e in fused.items()},
+                     "tuning": {k: e.fusion.metrics for k, e in fused.items()}}
     if not rows:
         raise SetencError(f"{catalog.name}: none of the protocols {list(protocols)} can run on these {len(kept)} "
                           "articles (group retrieval needs a group with two articles, self retrieval an article with "
@@ -175,10 +202,12 @@ def evaluate_catalog(
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
               "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
-              "rows": rows}
+              "rows": rows, **({"text": text_info} if text_info else {})}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if text_info:
+            text_info["checkpoints"] = save_fused(fused, out)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         (out / "report.md").write_text(markdown_report(report))
         if pictures:
@@ -195,6 +224,7 @@ def markdown_report(report: dict) -> str:
              f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`",
              f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
+             *_text_lines(report.get("text")),
              "",
              "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -207,6 +237,15 @@ def markdown_report(report: dict) -> str:
     for name in report.get("pictures", []):
         lines += ["", f"![{name}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _text_lines(info: dict | None) -> list[str]:
+    if not info:
+        return []
+    weights = ", ".join(f"{k} w={w:g}" for k, w in info["weights"].items())
+    saved = ", ".join(f"`{p}`" for p in info.get("checkpoints", {}).values())
+    return [f"- titles: `{info['encoder']}` ({info['dim']}-d); photo weight w tuned on `{info['tuned_on']}` "
+            f"(never the scored articles): {weights}" + (f"; fused checkpoints: {saved}" if saved else "")]
 
 
 def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list[str]:
