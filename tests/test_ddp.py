@@ -76,7 +76,17 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _sharded_validation(rank: int, module) -> dict:
+def test_validation_metrics_on_one_process():
+    """No process group: the chunks this process embedded are the whole protocol."""
+    from setenc.heads import create_head
+    from setenc.training.module import SetModule
+
+    module = SetModule(create_head("proj", DIM).config, {"name": "fake"}, DIM)
+    got = _sharded_validation(0, module, world=1)
+    assert got["queries"] > 0
+
+
+def _sharded_validation(rank: int, module, world: int = WORLD) -> dict:
     """Each process embeds its shard of the numbered validation chunks (rank 1 also a padding repeat, as a
     DistributedSampler does); the gathered metrics equal ranking every vector in one process."""
     from setenc.catalogs import Article, Catalog
@@ -90,7 +100,7 @@ def _sharded_validation(rank: int, module) -> dict:
     module.protocol = p = group_protocol(sets, cat)
     ordered = p.queries + p.gallery
     chunks = [(k, *pad_sets(ordered[i:i + 9])) for k, i in enumerate(range(0, len(ordered), 9))]
-    mine = chunks[0::2] if rank == 0 else chunks[1::2] + chunks[:1]
+    mine = chunks if world == 1 else chunks[0::2] if rank == 0 else chunks[1::2] + chunks[:1]
     with torch.no_grad():
         for batch in mine:
             module.validation_step(batch, 0)

@@ -66,8 +66,7 @@ class SetModule(pl.LightningModule):
 
         A collective under data-parallel training: every process calls it, gathers the numbered chunks, and ranks.
         """
-        parts = _all_processes(self._val)
-        self._val.clear()
+        parts, self._val = _all_processes(self._val), []  # a new list: on one process `parts` is `self._val`
         if self.protocol is None or not parts:
             return None
         z = torch.cat([v for _, v in sorted(dict(parts).items())]).numpy()  # chunk order; padding repeats dropped
