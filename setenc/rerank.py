@@ -3,7 +3,7 @@
 The set vector is cheap and searchable; the matchers (`setenc.matchers`) look at every photo pair and are too slow
 to run over a whole catalogue. Re-scoring the top `candidates` of the index with a matcher's batched form gets the
 matcher's ranking at the index's cost plus `candidates` pair scores: with `candidates` = every article, the result
-is exactly the exhaustive matcher ranking. The final score fuses both (`text.fuse`): `weight` · set-vector cosine +
+is exactly the exhaustive matcher ranking. The final score fuses both (`fusion.fuse`): `weight` · set-vector cosine +
 (1 − `weight`) · matcher score, so `weight` = 1 is the set-vector ranking and 0 the matcher's alone.
 
 The candidates' photo vectors come from the export (`store.PhotoStore`); exports store no view tags, so matchers
@@ -19,7 +19,7 @@ from setenc.errors import SetencError
 from setenc.matchers import MATCHERS, Matcher, create_matcher, pairwise_scores
 from setenc.sets import pad_sets
 from setenc.store import PhotoStore
-from setenc.text import fuse
+from setenc.fusion import fuse
 
 DEFAULT_CANDIDATES = 200  # set-vector hits re-scored per query
 
