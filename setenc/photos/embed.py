@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,12 +36,37 @@ class _PhotoDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            return i, self.transform(load_image(self.paths[i])), None
-        except SetencError as e:
-            return i, None, str(e)
-        except Exception as e:  # noqa: BLE001 — an unexpected decoder failure must not kill a long run
-            return i, None, f"{self.paths[i]}: cannot be decoded ({type(e).__name__}: {e})"
+        return (i, *decode_photo(self.paths[i], self.transform))
+
+
+def decode_photo(path: Path, transform) -> tuple[torch.Tensor | None, str | None]:
+    """(pixels, None), or (None, why) for a photo that cannot be decoded: one bad photo must not kill a long run.
+
+    Shared by every engine (DataLoader workers here, Ray tasks in `ray_engine`), so both skip the same photos.
+    """
+    try:
+        return transform(load_image(path)), None
+    except SetencError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 — an unexpected decoder failure must not kill a long run
+        return None, f"{path}: cannot be decoded ({type(e).__name__}: {e})"
+
+
+def encode_batch(backbone, x: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) pixels -> (B, D) float32 vectors on the CPU: the one forward every engine runs."""
+    return backbone.encode(x).float().cpu().numpy()
+
+
+def write_vectors(writer, todo: Sequence[tuple[str, Path]], vec: np.ndarray, report: EmbedReport) -> None:
+    """Write the finite rows of `vec` (row i is the photo `todo[i]` = (hash, path)); name the others as skipped.
+
+    Every engine writes through here, from one process (the cache's single writer).
+    """
+    ok = np.isfinite(vec).all(1)
+    for i in np.flatnonzero(~ok):
+        report.skipped.append((str(todo[i][1]), "backbone returned NaN/inf for this photo"))
+    writer.add([todo[i][0] for i in np.flatnonzero(ok)], vec[ok])
+    report.embedded += int(ok.sum())
 
 
 def _collate(items):
@@ -101,12 +126,16 @@ def embed_catalog(
     dtype: str = "float32",
     progress: bool = True,
     wait_for_lock: float = 0.0,
+    engine: Callable[..., None] | None = None,
 ) -> EmbedReport:
     """Embed every photo of `catalog` not in the cache yet; return what was done.
 
     Photos that cannot be decoded are skipped, counted and listed in the report (never silently).
     Args:
         wait_for_lock: seconds to wait for another writer on the same cache; 0 = refuse at once.
+        engine: who embeds the missing photos, called as `engine(todo, backbone, cache, batch_size, progress,
+            report)` with the writer lock held; None = this process (DataLoader decode workers), or e.g.
+            `setenc.photos.ray_engine.RayEngine` for a Ray cluster. Planning and the lock stay here for every engine.
     """
     t0 = time.perf_counter()
     paths = catalog.image_paths if isinstance(catalog, Catalog) else list(dict.fromkeys(Path(p) for p in catalog))
@@ -128,7 +157,9 @@ def embed_catalog(
         with lock:
             present = cache.locate(h for h, _ in todo)  # the other writer may have embedded some meanwhile
             todo = [(h, p) for h, p in todo if h not in present]
-            if todo:
+            if todo and engine is not None:
+                engine(todo, backbone, cache, batch_size, progress, report)
+            elif todo:
                 _run(todo, backbone, cache, batch_size, num_workers, progress, report)
     report.cached = report.unique - len(todo)
     report.seconds = time.perf_counter() - t0
@@ -157,13 +188,9 @@ def _run(todo, backbone, cache, batch_size, num_workers, progress, report) -> No
                 report.skipped.append((str(todo[i][1]), err))
             if x is not None:
                 t = time.perf_counter()
-                vec = backbone.encode(x).float().cpu().numpy()
+                vec = encode_batch(backbone, x)
                 report.forward_seconds += time.perf_counter() - t
-                ok = np.isfinite(vec).all(1)
-                for i in np.flatnonzero(~ok):
-                    report.skipped.append((str(todo[idx[i]][1]), "backbone returned NaN/inf for this photo"))
-                writer.add([todo[idx[i]][0] for i in np.flatnonzero(ok)], vec[ok])
-                report.embedded += int(ok.sum())
+                write_vectors(writer, [todo[i] for i in idx], vec, report)
             bar.update(len(idx) + len(bad))
     finally:
         writer.close()
