@@ -97,7 +97,7 @@ def global_batch(za: torch.Tensor, zb: torch.Tensor, labels: torch.Tensor):
         return za, zb, labels
     with warnings.catch_warnings():  # deprecated in torch 2.9 for a private API; Lightning's all_gather uses it too
         warnings.simplefilter("ignore", FutureWarning)
-        za, zb = (torch.cat(dist_nn.all_gather(z)) for z in (za, zb))
+        za, zb = (torch.cat(dist_nn.all_gather(z.contiguous())) for z in (za, zb))  # NCCL needs contiguous
     gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, labels)  # labels need no gradient
     return za, zb, torch.cat(gathered)
