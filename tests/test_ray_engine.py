@@ -1,0 +1,73 @@
+"""The Ray engine (issue 16): the same cache as the single-process engine, only missing photos are sent, a resumed
+run embeds nothing; one local Ray of 2 CPUs, the real offline backbone on tiny generated photos (~40 s on 2 cores)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import REPO, script_env, write_photos
+from setenc.errors import SetencError
+
+ray = pytest.importorskip("ray", reason='the Ray engine needs the [scale] extra: pip install -e ".[scale]"')
+pytest.importorskip("ray.data", reason='the Ray engine needs Ray Data: pip install -e ".[scale]"')
+
+from setenc.photos import EmbeddingCache, create_backbone, embed_catalog  # noqa: E402
+from setenc.photos.ray_engine import BackboneFactory, RayEngine  # noqa: E402
+
+
+def _contents(root, backbone) -> dict[str, np.ndarray]:
+    """Every (hash -> vector) of one cache."""
+    cache = EmbeddingCache(root, backbone.id, backbone.dim)
+    keys = sorted(h for (h,) in cache.db.execute("SELECT hash FROM vectors"))
+    return dict(zip(keys, cache.get(keys)))
+
+
+def test_ray_engine_fills_the_same_cache_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SETENC_CACHE", str(tmp_path / "setenc"))  # nothing of this test lands in the user's cache
+    photos = write_photos(tmp_path / "img", 10, size=48)
+    bad = tmp_path / "img" / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    backbone = create_backbone("efficientnet-lite0", runtime="torch")  # torch: no ONNX export to wait for
+    single = embed_catalog(photos + [bad], backbone, tmp_path / "single", num_workers=0, progress=False)
+
+    # a run that stopped after 3 photos: the Ray engine must send only the other 7
+    embed_catalog(photos[:3], backbone, tmp_path / "ray", num_workers=0, progress=False)
+    engine = RayEngine(BackboneFactory("efficientnet-lite0", "torch"), workers=1, num_cpus=2)
+    r = embed_catalog(photos + [bad], backbone, tmp_path / "ray", batch_size=4, progress=False, engine=engine)
+    assert (r.cached, r.embedded) == (3, 7)
+    assert [p for p, _ in r.skipped] == [str(bad)] and r.skipped == single.skipped
+    assert not ray.is_initialized()  # the engine shuts down the Ray it started
+
+    a, b = _contents(tmp_path / "single", backbone), _contents(tmp_path / "ray", backbone)
+    assert sorted(a) == sorted(b) and len(a) == 10
+    np.testing.assert_allclose(np.stack([b[h] for h in a]), np.stack(list(a.values())), atol=1e-5)
+
+    again = embed_catalog(photos + [bad], backbone, tmp_path / "ray", progress=False, engine=engine)
+    assert (again.cached, again.embedded) == (10, 0) and not ray.is_initialized()  # nothing sent, Ray not started
+
+
+def _fake_ray(**resources) -> SimpleNamespace:
+    return SimpleNamespace(cluster_resources=lambda: resources)
+
+
+def test_actor_pool_follows_the_cluster():
+    engine = RayEngine(BackboneFactory("efficientnet-lite0"))
+    workers, res, device = engine._pool(_fake_ray(CPU=8))
+    assert (workers, res["num_cpus"], device) == (4, 1, "cpu")  # half the CPUs, the rest decode
+    workers, res, device = engine._pool(_fake_ray(CPU=16, GPU=2))
+    assert (workers, res["num_gpus"], device) == (2, 1, "cuda")  # one actor per GPU
+    with pytest.raises(SetencError, match="leave none of the cluster's 2 CPUs"):
+        RayEngine(BackboneFactory("efficientnet-lite0"), workers=2)._pool(_fake_ray(CPU=2))
+    with pytest.raises(SetencError, match="no GPU"):
+        RayEngine(BackboneFactory("efficientnet-lite0"), gpus=True)._pool(_fake_ray(CPU=2))
+
+
+def test_ray_options_without_the_ray_engine_are_a_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "embed.py"), "--ray-workers", "2"],
+                         capture_output=True, text=True, env=script_env(tmp_path), timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--engine ray" in out.stderr
