@@ -4,6 +4,7 @@
 a running cluster; same cache, same vectors, the driver is the only writer."""
 
 import argparse
+import contextlib
 
 from setenc.cli import catalog_arg, run_main
 from setenc.errors import SetencError
@@ -46,8 +47,9 @@ def main() -> None:
 
         engine = RayEngine(BackboneFactory(args.backbone, args.runtime, kw), workers=args.ray_workers,
                            address=args.ray_address, num_cpus=args.ray_cpus)
-    report = embed_catalog(catalog, backbone, args.out or cache_dir("embeddings"), batch_size=args.batch_size,
-                           num_workers=args.workers, dtype="float16" if args.float16 else "float32", engine=engine)
+    with engine or contextlib.nullcontext():  # one Ray for every pass
+        report = embed_catalog(catalog, backbone, args.out or cache_dir("embeddings"), batch_size=args.batch_size,
+                               num_workers=args.workers, dtype="float16" if args.float16 else "float32", engine=engine)
     print(f"{catalog.name}: {report.summary()}")
     for path, reason in report.skipped[:20]:
         print(f"  skipped: {reason}")

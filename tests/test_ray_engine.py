@@ -71,3 +71,23 @@ def test_ray_options_without_the_ray_engine_are_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "embed.py"), "--ray-workers", "2"],
                          capture_output=True, text=True, env=script_env(tmp_path), timeout=120)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--engine ray" in out.stderr
+
+
+def test_with_engine_keeps_one_ray_for_every_pass(monkeypatch):
+    """A TTA embeds one pass per variant: inside `with engine:` Ray starts once and stops at the end."""
+    import setenc.photos.ray_engine as ray_engine
+
+    calls = []
+    fake = SimpleNamespace(up=False)
+    fake.is_initialized = lambda: fake.up
+    fake.init = lambda **kw: (calls.append("init"), setattr(fake, "up", True))
+    fake.shutdown = lambda: (calls.append("shutdown"), setattr(fake, "up", False))
+    monkeypatch.setattr(ray_engine, "_ray", lambda: fake)
+    monkeypatch.setattr(RayEngine, "_embed", lambda self, *a: calls.append("embed"))
+    engine = RayEngine(BackboneFactory("efficientnet-lite0"), num_cpus=2)
+    with engine:
+        engine([], None, None, 4, False, None)
+        engine([], None, None, 4, False, None)
+    assert calls == ["init", "embed", "embed", "shutdown"]
+    engine([], None, None, 4, False, None)  # outside `with`: its own start and stop
+    assert calls[4:] == ["init", "embed", "shutdown"]

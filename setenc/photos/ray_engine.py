@@ -106,6 +106,9 @@ class RayEngine:
         actor_memory_gb: memory each actor reserves for its backbone, so Ray places no more actors on a node than
             fit; having other resources than the decode tasks also keeps Ray Data from fusing decoding into the
             actors (decoding stays in CPU tasks beside them).
+
+    Each call starts Ray if this process has not, and shuts down what it started; inside `with engine:` a Ray it
+    started stays up until the block ends (a TTA embeds one pass per variant: one start, not one per pass).
     """
 
     def __init__(self, factory: BackboneFactory, workers: int | None = None, address: str | None = None,
@@ -116,6 +119,17 @@ class RayEngine:
         self.factory, self.workers, self.address = factory, workers, address
         self.num_cpus, self.gpus, self.threads = num_cpus, gpus, threads
         self.actor_memory = int(actor_memory_gb * 2**30)
+        self._keep = self._started = False
+
+    def __enter__(self) -> "RayEngine":
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._keep = False
+        if self._started:
+            self._started = False
+            _ray().shutdown()
 
     def _start(self, ray) -> bool:
         """Connect to (or start) Ray; True when this call started it, so it is also the one to shut it down."""
@@ -146,11 +160,12 @@ class RayEngine:
                  batch_size: int, progress: bool, report: EmbedReport) -> None:
         """Embed the photos `todo` = [(hash, path)] into `cache` (the caller holds the writer lock)."""
         ray = _ray()
-        started = self._start(ray)
+        self._started |= self._start(ray)
         try:
             self._embed(ray, todo, backbone, cache, batch_size, progress, report)
         finally:
-            if started:
+            if self._started and not self._keep:
+                self._started = False
                 ray.shutdown()
 
     def _embed(self, ray, todo, backbone, cache, batch_size, progress, report) -> None:
