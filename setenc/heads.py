@@ -83,14 +83,24 @@ class ProjHead(SetHead):
     `init="identity"` starts exactly at mean pooling (for out_dim >= in_dim); `init="residual"` computes
     x + Wx with W = 0, so weight decay pulls it back towards mean pooling; `init="random"` is PyTorch's default.
     The map is linear, so it is applied to the mean of the photos rather than to every photo: same result.
+
+    `mean_weight` (β) blends, at inference only (eval mode), the learned direction with the frozen backbone's:
+    normalise(normalise(Wm) + β·normalise(m)). Training never sees it: the map learns what separates the training
+    products, and the blend keeps part of what the backbone knows about products it never saw (measured on held-out
+    products in docs/bench_heads.md; the recipe sets it). It needs out_dim == in_dim, and 0 = the map alone.
     """
 
     name = "proj"
 
     def __init__(self, in_dim: int, out_dim: int | None = None, init: str = "identity", bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mean_weight: float = 0.0):
         out_dim = out_dim or in_dim
-        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, init=init, bias=bias, dropout=dropout))
+        super().__init__(in_dim, out_dim, dict(out_dim=out_dim, init=init, bias=bias, dropout=dropout,
+                                               mean_weight=mean_weight))
+        if not mean_weight >= 0.0 or (mean_weight and out_dim != in_dim):
+            raise SetencError(f"head 'proj': mean_weight={mean_weight} must be >= 0, and > 0 needs out_dim == in_dim "
+                              f"({in_dim}, got {out_dim}): the blend adds the mean of the photos to the output")
+        self.mean_weight = float(mean_weight)
         _check_choice(self.name, "init", init, ("identity", "residual", "random"))
         _check_dropout(self.name, dropout)
         if init == "residual" and out_dim != in_dim:
@@ -108,7 +118,10 @@ class ProjHead(SetHead):
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = masked_mean(self.drop(x), mask)  # (B, D)
-        return m + self.proj(m) if self.residual else self.proj(m)  # (B, E)
+        z = m + self.proj(m) if self.residual else self.proj(m)  # (B, E)
+        if self.training or not self.mean_weight:
+            return z
+        return F.normalize(z, dim=-1) + self.mean_weight * F.normalize(m, dim=-1)  # the inference-time blend
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:

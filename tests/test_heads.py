@@ -164,6 +164,24 @@ def test_untrained_heads_start_at_mean_pooling():
         torch.testing.assert_close(wide @ wide.T, ref @ ref.T, atol=1e-5, rtol=0)
 
 
+def test_proj_mean_weight_blends_with_mean_pooling_at_inference_only():
+    """Naive reference: eval output = normalise(normalise(W m + b) + beta * normalise(m)); train output = W m + b."""
+    sets = random_sets([1, 4, 3])
+    head = make_head("proj", {"init": "random", "mean_weight": 0.7})
+    x, mask = pad(sets, 6)
+    with torch.no_grad():
+        m = torch.stack([s.mean(0) for s in sets])
+        learned = F.normalize(head.proj(m), dim=-1)
+        blended = F.normalize(learned + 0.7 * F.normalize(m, dim=-1), dim=-1)
+        torch.testing.assert_close(head.eval()(x, mask), blended, atol=1e-6, rtol=0)
+        torch.testing.assert_close(head.train()(x, mask), learned, atol=1e-6, rtol=0)
+    plain = make_head("proj", {"init": "random"})
+    plain.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x, mask), learned, atol=1e-6, rtol=0)  # weight 0: the map alone
+    assert create_head(**head.config).mean_weight == 0.7  # recorded in the config checkpoints store
+
+
 def test_pma_train_and_eval_paths_agree():
     """nn.MultiheadAttention takes a different (nested-tensor) path in eval mode; results must not differ."""
     head = make_head("pma", {"encoder": "sab", "seeds": 3, "skip": False})
@@ -185,6 +203,10 @@ def test_bad_inputs_and_options():
         create_head("pma", D, heads=3)
     with pytest.raises(SetencError, match="residual"):
         create_head("proj", D, out_dim=4, init="residual")
+    with pytest.raises(SetencError, match="mean_weight"):
+        create_head("proj", D, out_dim=4, mean_weight=1.0)
+    with pytest.raises(SetencError, match="mean_weight"):
+        create_head("proj", D, mean_weight=-1.0)
     head = create_head("mean", D)
     with pytest.raises(ValueError, match="4-d"):
         head(torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
