@@ -21,6 +21,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="decode worker processes (default: min(4, cores))")
     p.add_argument("--float16", action="store_true", help="store vectors as float16 (new caches only)")
     p.add_argument("--report", default=None, help="write a JSON report (counts, skipped photos and why) here")
+    p.add_argument("--tta", default="none", help="also embed photo variants: none | flip | crop | flip+crop "
+                   "(keyed apart from the photos; docs/tta.md)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process and its decode workers (default); ray: Ray Data tasks + actor pool")
     p.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. auto, ray://head:10001); "
@@ -38,6 +40,9 @@ def main() -> None:
     from setenc.photos import embed_catalog
     from setenc.paths import cache_dir
 
+    from setenc.photos.tta import TTA
+
+    tta = TTA.parse(args.tta)  # a typo is a one-line error before any work
     catalog = catalog_arg(args.catalog)
     kw = {"model": args.model} if args.model else {}
     backbone = create_backbone(args.backbone, runtime=args.runtime, **kw)
@@ -49,7 +54,8 @@ def main() -> None:
                            address=args.ray_address, num_cpus=args.ray_cpus)
     with engine or contextlib.nullcontext():  # one Ray for every pass
         report = embed_catalog(catalog, backbone, args.out or cache_dir("embeddings"), batch_size=args.batch_size,
-                               num_workers=args.workers, dtype="float16" if args.float16 else "float32", engine=engine)
+                               num_workers=args.workers, dtype="float16" if args.float16 else "float32", tta=tta,
+                               engine=engine)
     print(f"{catalog.name}: {report.summary()}")
     for path, reason in report.skipped[:20]:
         print(f"  skipped: {reason}")

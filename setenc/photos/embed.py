@@ -2,7 +2,8 @@
 
 `embed_catalog` decodes in worker processes and feeds the backbone in batches, writing only photos the cache lacks;
 `photo_sets` is the one path from a catalog to per-article `(n_i, D)` photo vectors (embedding what is missing
-first) that training, evaluation, export and the experiments all take.
+first) that training, evaluation, export and the experiments all take. With a test-time augmentation (`photos.tta`)
+each variant is one more pass of the same engine, written under its own cache key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from setenc.catalogs import Catalog
 from setenc.errors import SetencError
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.decode import load_image
+from setenc.photos.tta import TTA
 
 
 class _PhotoDataset(Dataset):
@@ -82,8 +84,9 @@ class EmbedReport:
 
     photos: int = 0
     unique: int = 0
-    cached: int = 0
+    cached: int = 0  # vectors: with a TTA each photo has `views` of them
     embedded: int = 0
+    views: int = 1  # vectors per photo: the photo and its TTA variants
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -98,8 +101,10 @@ class EmbedReport:
         return self.forward_seconds / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        return (f"{self.photos} photos ({self.unique} unique): {self.cached} cached, {self.embedded} embedded, "
-                f"{len(self.skipped)} skipped; {self.seconds:.1f}s, {self.photos_per_s:.1f} photos/s, "
+        views = "" if self.views == 1 else f" x {self.views} views (vectors)"
+        rate = "photos/s" if self.views == 1 else "vectors/s"
+        return (f"{self.photos} photos ({self.unique} unique){views}: {self.cached} cached, {self.embedded} embedded, "
+                f"{len(self.skipped)} skipped; {self.seconds:.1f}s, {self.photos_per_s:.1f} {rate}, "
                 f"backbone busy {self.busy:.0%}")
 
     def skipped_lines(self, limit: int = 20) -> list[str]:
@@ -127,8 +132,9 @@ def embed_catalog(
     progress: bool = True,
     wait_for_lock: float = 0.0,
     engine: Callable[..., None] | None = None,
+    tta: TTA | str | None = None,
 ) -> EmbedReport:
-    """Embed every photo of `catalog` not in the cache yet; return what was done.
+    """Embed every photo of `catalog` (and with `tta` each of its variants) not in the cache yet; say what was done.
 
     Photos that cannot be decoded are skipped, counted and listed in the report (never silently).
     Args:
@@ -136,32 +142,39 @@ def embed_catalog(
         engine: who embeds the missing photos, called as `engine(todo, backbone, cache, batch_size, progress,
             report)` with the writer lock held; None = this process (DataLoader decode workers), or e.g.
             `setenc.photos.ray_engine.RayEngine` for a Ray cluster. Planning and the lock stay here for every engine.
+        tta: photo variants (`setenc.photos.tta`); each is one more pass of the engine with the variant in the
+            backbone's transform, its vectors keyed `<hash>:<variant id>`, so the plain vectors stay as they are.
     """
     t0 = time.perf_counter()
+    tta = TTA.parse(tta)
     paths = catalog.image_paths if isinstance(catalog, Catalog) else list(dict.fromkeys(Path(p) for p in catalog))
     cache = EmbeddingCache(cache_root, backbone.id, backbone.dim, dtype)
-    report = EmbedReport(photos=len(paths))
+    report = EmbedReport(photos=len(paths), views=tta.views)
     hashes = cache.hashes(paths, progress=progress)
     for p, h in zip(paths, hashes):
         if h is None:
             report.skipped.append((str(p), f"{p}: missing or not a readable file"))
     by_hash = {h: p for p, h in zip(paths, hashes) if h is not None}
     report.unique = len(by_hash)
-    present = cache.locate(by_hash)
-    todo = [(h, p) for h, p in by_hash.items() if h not in present]
-    if todo:  # only a run with something to write takes the writer lock; readers of a warm cache never wait
+    keys = {h: tta.keys(h) for h in by_hash}  # per photo: its own key, then one per variant
+    present = cache.locate(k for ks in keys.values() for k in ks)
+    todo = [[(ks[v], by_hash[h]) for h, ks in keys.items() if ks[v] not in present] for v in range(tta.views)]
+    if any(todo):  # only a run with something to write takes the writer lock; readers of a warm cache never wait
         try:
             lock = cache.lock().acquire(timeout=wait_for_lock)
         except Timeout:
             raise SetencError(f"{cache.dir}: another embedding run is writing this cache; wait for it to finish") from None
         with lock:
-            present = cache.locate(h for h, _ in todo)  # the other writer may have embedded some meanwhile
-            todo = [(h, p) for h, p in todo if h not in present]
-            if todo and engine is not None:
-                engine(todo, backbone, cache, batch_size, progress, report)
-            elif todo:
-                _run(todo, backbone, cache, batch_size, num_workers, progress, report)
-    report.cached = report.unique - len(todo)
+            present = cache.locate(k for view in todo for k, _ in view)  # the other writer may have embedded some
+            todo = [[(k, p) for k, p in view if k not in present] for view in todo]
+            for view, view_backbone in zip(todo, tta.backbones(backbone)):
+                failed = {p for p, _ in report.skipped}  # a photo that did not decode is reported once, not per view
+                view = [(k, p) for k, p in view if str(p) not in failed]
+                if view and engine is not None:
+                    engine(view, view_backbone, cache, batch_size, progress, report)
+                elif view:
+                    _run(view, view_backbone, cache, batch_size, num_workers, progress, report)
+    report.cached = report.unique * tta.views - sum(len(view) for view in todo)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -197,34 +210,39 @@ def _run(todo, backbone, cache, batch_size, num_workers, progress, report) -> No
         bar.close()
 
 
-def article_embeddings(catalog: Catalog, cache: EmbeddingCache) -> tuple[list[np.ndarray], Catalog, list[str]]:
-    """Per-article (n_i, D) photo vectors from the cache.
+def article_embeddings(catalog: Catalog, cache: EmbeddingCache,
+                       tta: TTA | str | None = None) -> tuple[list[np.ndarray], Catalog, list[str]]:
+    """Per-article photo vectors from the cache: `(n_i, D)`, or `(n_i * views, D)` with a TTA in `elements` mode.
 
-    Photos missing from the cache (skipped when embedding) are dropped; an article left with no photo is
-    dropped too and its id returned in the third element, so callers can report it.
+    Photos missing from the cache (skipped when embedding; with a TTA, lacking any of their views) are dropped;
+    an article left with no photo is dropped too and its id returned in the third element, so callers can report it.
     Returns: (sets, the catalog of kept articles, dropped article ids).
     """
+    tta = TTA.parse(tta)
     paths = catalog.image_paths
-    hashes = dict(zip(paths, cache.hashes(paths)))
-    where = cache.locate(h for h in hashes.values() if h is not None)
+    keys = {p: tta.keys(h) for p, h in zip(paths, cache.hashes(paths)) if h is not None}
+    where = cache.locate(k for ks in keys.values() for k in ks)
     sets, kept, dropped = [], [], []
     for art in catalog.articles:
-        hs = [hashes[p] for p in art.images if hashes[p] in where]
-        if not hs:
+        ks = [k for p in art.images if all(k in where for k in keys.get(p, [None])) for k in keys[p]]
+        if not ks:
             dropped.append(art.id)
             continue
-        sets.append(cache.get(hs))
+        sets.append(tta.combine(cache.get(ks)))  # photo by photo, each photo's views in turn
         kept.append(art)
     return sets, catalog.with_articles(kept), dropped
 
 
 def photo_sets(catalog: Catalog, backbone, cache_root: str | os.PathLike, progress: bool = True,
-               wait_for_lock: float = 0.0) -> tuple[list[np.ndarray], Catalog, list[str], EmbedReport]:
+               wait_for_lock: float = 0.0,
+               tta: TTA | str | None = None) -> tuple[list[np.ndarray], Catalog, list[str], EmbedReport]:
     """Catalog -> per-article `(n_i, D)` photo vectors, embedding the photos the cache lacks first.
 
     Returns (sets, the catalog of kept articles, ids of articles left without any embeddable photo, the embedding
     report naming every skipped photo). Every caller that needs a catalog's vectors goes through here.
+    `tta` (`setenc.photos.tta`): each photo's vector is the normalised mean of its views, or (`elements`) each
+    view is a set element of its own.
     """
-    report = embed_catalog(catalog, backbone, cache_root, progress=progress, wait_for_lock=wait_for_lock)
-    sets, kept, dropped = article_embeddings(catalog, EmbeddingCache(cache_root, backbone.id, backbone.dim))
+    report = embed_catalog(catalog, backbone, cache_root, progress=progress, wait_for_lock=wait_for_lock, tta=tta)
+    sets, kept, dropped = article_embeddings(catalog, EmbeddingCache(cache_root, backbone.id, backbone.dim), tta)
     return sets, kept, dropped, report
