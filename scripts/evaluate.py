@@ -28,6 +28,8 @@ def main() -> None:
     p.add_argument("--no-pictures", action="store_true")
     p.add_argument("--text", default=None, help="title encoder: tfidf | clip-text | minilm (adds title and fused rows)")
     p.add_argument("--text-model", default=None, help="model folder / cached hub id for clip-text and minilm")
+    p.add_argument("--tta", default=None, help="photo variants for every row: none | flip | flip+crop[:elements] "
+                   "(docs/tta.md); default: the checkpoints' recorded ones, else none")
     args = p.parse_args()
 
     from setenc.photos import create_backbone
@@ -40,6 +42,10 @@ def main() -> None:
     from setenc.paths import cache_dir
 
     from setenc.text import TEXT_ENCODERS
+    from setenc.photos.tta import TTA
+
+    if args.tta is not None:
+        TTA.parse(args.tta)  # a typo must not cost an embedding run either
 
     for name in args.matchers or []:  # names first: a typo must not cost a whole embedding run
         MATCHERS.check(name)
@@ -66,7 +72,7 @@ def main() -> None:
         backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
     report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
                               args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, args.out,
-                              not args.no_pictures, text=args.text, text_options=text_options)
+                              not args.no_pictures, text=args.text, text_options=text_options, tta=args.tta)
     print(markdown_report(report))
     for line in report["skipped_photos"]:
         print(line)

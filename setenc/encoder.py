@@ -22,6 +22,7 @@ from setenc.errors import CheckpointError, SetencError
 from setenc.fusion import Fusion
 from setenc.heads import SetHead, create_head
 from setenc.photos import load_image
+from setenc.photos.tta import TTA, embed_views, spec_tta
 from setenc.paths import file_sha256
 from setenc.sets import pad_sets
 
@@ -129,6 +130,11 @@ class SetEncoder(torch.nn.Module):
             self.set_backbone(create_backbone(self.backbone_spec["name"], **self.backbone_spec.get("kwargs", {})))
         return self._backbone
 
+    @property
+    def tta(self) -> TTA:
+        """The photo variants the head's vectors were made with (in the backbone spec): photos here get them too."""
+        return spec_tta(self.backbone_spec)
+
     # -- encoding ------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -147,9 +153,9 @@ class SetEncoder(torch.nn.Module):
 
     @torch.inference_mode()
     def embed_photos(self, photos: Sequence[str | os.PathLike | Image.Image]) -> np.ndarray:
-        """Photo paths or PIL images -> `(n, D)` backbone vectors (no cache)."""
+        """Photo paths or PIL images -> `(n, D)` backbone vectors (no cache); `(n * views, D)` with `elements` TTA."""
         images = [p if isinstance(p, Image.Image) else load_image(p) for p in photos]
-        return self.backbone.encode_images(images).float().numpy()
+        return embed_views(self.backbone, images, self.tta)
 
     def encode(self, photo_sets: Sequence[Sequence[str | os.PathLike | Image.Image]], batch_size: int = 256) -> np.ndarray:
         """A list of photo sets (paths or PIL images) -> `(len(photo_sets), E)` unit vectors."""
@@ -162,7 +168,7 @@ class SetEncoder(torch.nn.Module):
                 raise ValueError(f"photo set {k} is empty: an article needs at least one photo")
         flat = [p for s in photo_sets for p in s]
         vecs = self.embed_photos(flat)
-        bounds = np.cumsum([0] + [len(s) for s in photo_sets])
+        bounds = np.cumsum([0] + [len(s) * self.tta.per_photo for s in photo_sets])
         return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size)
 
     # -- photos + titles -----------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
     empty = (np.zeros((0, encoder.head.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype))
     if len(catalog) == 0:
         return *empty, [], [], []
-    sets, kept, dropped, report = photo_sets(catalog, encoder.backbone, cache_root, progress=progress)
+    sets, kept, dropped, report = photo_sets(catalog, encoder.backbone, cache_root, progress=progress, tta=encoder.tta)
     skipped = report.skipped_lines()
     if not sets:
         return *empty, [], dropped, skipped

@@ -29,6 +29,7 @@ from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, ti
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.photos import photo_sets
+from setenc.photos.tta import TTA, with_tta
 from setenc.sets import pad_sets
 from setenc.text import create_text_encoder
 
@@ -157,6 +158,7 @@ def evaluate_catalog(
     progress: bool = True,
     text: str | None = None,
     text_options: dict | None = None,
+    tta: str | None = None,
 ) -> dict:
     """Embed, pick held-out articles, score every method, and write `report.md` / `report.json` / pictures.
 
@@ -166,10 +168,12 @@ def evaluate_catalog(
         text: a title encoder name (`setenc.text`): adds title-only and fused rows, and writes each fused encoder
             to `<out_dir>/fused/`. Its weight is tuned on the validation / training split, or, when the scored
             articles are the whole catalogue, on a hashed `TUNE_FRACTION` of them that is then not scored.
+        tta: photo variants for every row (`setenc.photos.tta`); None = the ones the checkpoints record.
     """
     encoders = dict(encoders or {})
     for enc in encoders.values():
         enc.set_backbone(backbone)
+    tta = choose_tta(encoders, tta)
     if text is not None:
         check_titles(catalog)  # before any work: a catalogue without titles is a one-line error
         text_encoder = create_text_encoder(text, **(text_options or {}))
@@ -179,10 +183,10 @@ def evaluate_catalog(
         val, test = parts["train"], parts["test"]
         val.name = f"{catalog.name}-title-tuning"
         why += f"; {len(val)} of them (hashed ids) only tune the title weight and the matchers, and are not scored"
-    sets, kept, dropped, report_embed = photo_sets(test, backbone, cache_root, progress=progress)
+    sets, kept, dropped, report_embed = photo_sets(test, backbone, cache_root, progress=progress, tta=tta)
     tuned, val_sets = {}, None
     if val is not None and len(val) and (tune or text is not None):
-        val_sets = photo_sets(val, backbone, cache_root, progress=progress)[:2]
+        val_sets = photo_sets(val, backbone, cache_root, progress=progress, tta=tta)[:2]
     if tune and val_sets is not None:
         tuned = tune_matchers(*val_sets, names=matchers)
     rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
@@ -200,6 +204,7 @@ def evaluate_catalog(
                           "articles (group retrieval needs a group with two articles, self retrieval an article with "
                           "two photos); evaluate more articles")
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
+              "tta": str(tta),
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
               "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
               "rows": rows, **({"text": text_info} if text_info else {})}
@@ -216,12 +221,29 @@ def evaluate_catalog(
     return report
 
 
+def choose_tta(encoders: dict[str, SetEncoder], tta: str | None) -> TTA:
+    """The photo variants every row is scored with, set on every encoder: rows must compare the same vectors.
+
+    None takes the one the checkpoints record (they must agree); one given overrides theirs, e.g. to try test-time
+    variants on a head trained without them.
+    """
+    recorded = {str(e.tta) for e in encoders.values()}
+    if tta is None and len(recorded) > 1:
+        raise SetencError(f"the checkpoints record different photo variants (tta) {sorted(recorded)}; evaluate them "
+                          "apart, or pass --tta to score all with one")
+    chosen = TTA.parse(tta if tta is not None else next(iter(recorded), None))
+    for enc in encoders.values():
+        enc.backbone_spec = with_tta(enc.backbone_spec, chosen)
+    return chosen
+
+
 def markdown_report(report: dict) -> str:
     """The report as markdown: what was measured on what, then one table row per method and protocol."""
     tuned = report["tuned"]
     options = "; ".join(f"{name} {create_matcher(name, **kw).describe()}" for name, kw in tuned.items())
     lines = [f"# setenc evaluation — {report['catalog']}", "",
-             f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`",
+             f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`"
+             + (f"; photo variants (TTA): `{report['tta']}`" if report.get("tta", "none") != "none" else ""),
              f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
              *_text_lines(report.get("text")),

@@ -29,6 +29,7 @@ from setenc.evaluation.protocols import evaluate_vectors, make_protocols
 from setenc.heads import create_head
 from setenc.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
+from setenc.photos.tta import with_tta
 from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
@@ -45,7 +46,7 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     cfg, _ = recipe.choose(cfg, catalog)  # a no-op when `prepare` already chose
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
-                                             wait_for_lock=600.0)  # runs side by side share the cache
+                                             wait_for_lock=600.0, tta=cfg.tta)  # runs side by side share the cache
     print(f"[embed] {catalog.name}: {report.summary()}")
     for line in report.skipped_lines():
         print(f"[embed] {line}")
@@ -54,7 +55,7 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     by_id = dict(zip(kept.ids, sets))
     parts = split_catalog(kept, tuple(cfg.split), by=cfg.split_by, seed=cfg.split_seed)
     data = {name: ([by_id[i] for i in part.ids], part) for name, part in parts.items()}
-    spec = {"name": cfg.backbone, "kwargs": dict(cfg.backbone_kwargs), "id": backbone.id}
+    spec = with_tta({"name": cfg.backbone, "kwargs": dict(cfg.backbone_kwargs), "id": backbone.id}, cfg.tta)
     data["catalog"] = catalog_key(catalog)
     return data, spec, backbone.dim
 
