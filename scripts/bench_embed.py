@@ -8,6 +8,10 @@ the ratio is the median of back-to-back pairs. CPU ms/photo of each side (proces
 the ratio's ceiling where decode workers and the backbone share saturated cores: fwd / (fwd + decode).
 The `clip-b32` rows are a ViT-B/32-shaped CLIP vision tower with random weights (timing only), loaded through
 the real `from_pretrained` path.
+
+`--engines local ray:1 ray:2` adds the engine comparison: the same pipeline into a fresh cache with the single-process
+engine and with the Ray engine (`setenc.photos.ray_engine`) of N embedding actors, on a local Ray started once
+beforehand (its start-up is not counted; the actors' start-up and backbone loading are, as in a real run).
 """
 
 from __future__ import annotations
@@ -50,7 +54,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: embed_catalog's choice)")
     p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=3, help="forward + pipeline rounds per row")
+    p.add_argument("--engines", nargs="*", default=[], type=engine_arg,
+                   help="engine comparison: local and/or ray:N (N embedding actors), e.g. local ray:1 ray:2")
     return p.parse_args()
+
+
+def engine_arg(text: str) -> int:
+    """`local` -> 0, `ray:N` -> N (embedding actors)."""
+    if text == "local":
+        return 0
+    kind, _, n = text.partition(":")
+    if kind != "ray" or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use local or ray:N with N >= 1")
+    return int(n)
 
 
 def random_clip(folder: Path) -> Path:
@@ -99,10 +115,12 @@ def decode_cpu_ms(transform, paths: list[Path]) -> float:
     return (time.process_time() - start) * 1e3 / len(paths)
 
 
-def pipeline_rate(backbone: Backbone, paths: list[Path], batch_size: int, workers: int | None) -> tuple[float, float]:
+def pipeline_rate(backbone: Backbone, paths: list[Path], batch_size: int, workers: int | None,
+                  engine=None) -> tuple[float, float]:
     """(photos/s, backbone-busy fraction) of a whole `embed_catalog` run into a fresh cache."""
     with tempfile.TemporaryDirectory() as root:
-        report = embed_catalog(paths, backbone, root, batch_size=batch_size, num_workers=workers, progress=False)
+        report = embed_catalog(paths, backbone, root, batch_size=batch_size, num_workers=workers, progress=False,
+                               engine=engine)
     assert report.embedded == len(paths), report.summary()
     return report.embedded / report.seconds, report.busy
 
@@ -128,6 +146,34 @@ def bench_row(backbone: Backbone, paths: list[Path], args: argparse.Namespace) -
     }
 
 
+def engine_rows(name: str, runtime: str, kw: dict, backbone: Backbone, paths: list[Path],
+                args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(engine, best photos/s over `args.repeats`) of the whole pipeline per engine of `args.engines`."""
+    from setenc.photos.ray_engine import BackboneFactory, RayEngine
+
+    rows = []
+    for actors in args.engines:
+        engine = RayEngine(BackboneFactory(name, runtime, kw), workers=actors) if actors else None
+        rates = [pipeline_rate(backbone, paths, args.batch_size, args.workers, engine)[0] for _ in range(args.repeats)]
+        rows.append((f"ray, {actors} actor{'s' * (actors > 1)}" if actors else "local (single process)", max(rates)))
+    return rows
+
+
+@contextlib.contextmanager
+def _local_ray(actors: list[int]):
+    """One local Ray for every Ray row: logical CPUs for the actors plus at least one for the decode tasks."""
+    if not any(actors):
+        yield
+        return
+    import ray
+
+    ray.init(num_cpus=max(os.cpu_count() or 1, max(actors) + 1), include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -137,8 +183,8 @@ def main() -> None:
     print(f"{len(all_paths)} photos in {args.catalog}; {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, workers {args.workers if args.workers is not None else 'default'}, "
           f"{args.repeats} repeats\n")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    rows, engines = [], []
+    with tempfile.TemporaryDirectory() as tmp, _local_ray(args.engines):
         clip_dir = random_clip(Path(tmp) / "clip-b32") if any(c.startswith("clip") for c in args.configs) else None
         for label in args.configs:
             name, runtime, slow = CONFIGS[label]
@@ -150,6 +196,11 @@ def main() -> None:
             row = bench_row(backbone, paths, args)
             rows.append((label, backbone.dim, len(paths), row))
             print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+            if args.engines:
+                with _onnx_cache(Path(tmp) if name == "clip" else None):
+                    found = engine_rows(name, runtime, kw, backbone, paths, args)
+                engines += [(label, len(paths), e, r) for e, r in found]
+                print("  " + ", ".join(f"{e} {r:.1f} photos/s" for e, r in found), flush=True)
             del backbone
 
     print("\n| backbone / runtime | dim | photos | forward photos/s | pipeline photos/s | pipeline / forward "
@@ -158,6 +209,13 @@ def main() -> None:
     for label, dim, n, r in rows:
         print(f"| {label} | {dim} | {n} | {r['forward']:.1f} | {r['pipeline']:.1f} | {r['ratio']:.2f} "
               f"| {r['busy']:.0%} | {r['decode_ms']:.1f} | {r['forward_ms']:.1f} | {r['ceiling']:.2f} |")
+    if engines:
+        local = {label: r for label, _, e, r in engines if e.startswith("local")}
+        print("\n| backbone / runtime | engine | photos | pipeline photos/s | vs local |")
+        print("|---|---|---|---|---|")
+        for label, n, e, r in engines:
+            vs = f"{r / local[label]:.2f}" if label in local else ""
+            print(f"| {label} | {e} | {n} | {r:.1f} | {vs} |")
 
 
 if __name__ == "__main__":
