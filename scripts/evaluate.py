@@ -57,6 +57,12 @@ def main() -> None:
     unknown = sorted(set(args.protocols or []) - set(PROTOCOLS))
     if unknown:
         raise SetencError(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
+    catalog = None
+    if args.text is not None:  # titles before the backbone and the cache: none is a one-line error, not a wait
+        from setenc.evaluation.titles import check_titles
+
+        catalog = catalog_arg(args.catalog)
+        check_titles(catalog)
     encoders = {}
     for path in args.checkpoint:
         enc = SetEncoder.from_pretrained(path)
@@ -70,7 +76,8 @@ def main() -> None:
     else:
         kw = {"model": args.model} if args.model else {}
         backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
-    report = evaluate_catalog(catalog_arg(args.catalog), backbone, args.cache or cache_dir("embeddings"), encoders,
+    catalog = catalog if catalog is not None else catalog_arg(args.catalog)
+    report = evaluate_catalog(catalog, backbone, args.cache or cache_dir("embeddings"), encoders,
                               args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, args.out,
                               not args.no_pictures, text=args.text, text_options=text_options, tta=args.tta)
     print(markdown_report(report))

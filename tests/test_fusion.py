@@ -158,3 +158,26 @@ def test_report_without_titles_is_a_one_line_error(tmp_path, fake_backbone):
     with pytest.raises(SetencError, match="no article has a `title`"):
         evaluate_catalog(cat, fake_backbone, tmp_path / "cache", text="tfidf", progress=False)
     assert fake_backbone.calls == 0  # refused before any embedding
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--text", "tfidf"], ["no article has a `title`", "without --text"]),
+    (["--text", "bert"], ["unknown text encoder 'bert'", "minilm"]),
+    (["--text-model", "/nowhere"], ["--text-model needs --text"]),
+])
+def test_evaluate_script_refuses_text_options_in_one_line_before_any_work(tmp_path, args, words):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO, script_env
+
+    _titled_catalog(tmp_path, titled=False)
+    env = script_env(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--catalog",
+                           str(tmp_path / "catalog.jsonl"), "--out", str(tmp_path / "r"), *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert not (Path(env["SETENC_CACHE"]) / "embeddings").exists()  # refused before embedding anything
