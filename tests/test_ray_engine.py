@@ -38,10 +38,16 @@ def test_ray_engine_fills_the_same_cache_and_resumes(tmp_path, monkeypatch):
     # a run that stopped after 3 photos: the Ray engine must send only the other 7
     embed_catalog(photos[:3], backbone, tmp_path / "ray", num_workers=0, progress=False)
     engine = RayEngine(BackboneFactory("efficientnet-lite0", "torch"), workers=1, num_cpus=2)
-    r = embed_catalog(photos + [bad], backbone, tmp_path / "ray", batch_size=4, progress=False, engine=engine)
+    with engine:  # one Ray for both runs
+        r = embed_catalog(photos + [bad], backbone, tmp_path / "ray", batch_size=4, progress=False, engine=engine)
+        # a node whose backbone is another one must not write: a one-line error, not a Ray traceback
+        other = RayEngine(BackboneFactory("efficientnet-lite2", "torch"), workers=1)
+        with pytest.raises(SetencError, match="worker built backbone efficientnet-lite2.*same setenc and weights"):
+            embed_catalog(photos, backbone, tmp_path / "other", progress=False, engine=other)
+    assert not ray.is_initialized()  # the engine shuts down the Ray it started
     assert (r.cached, r.embedded) == (3, 7)
     assert [p for p, _ in r.skipped] == [str(bad)] and r.skipped == single.skipped
-    assert not ray.is_initialized()  # the engine shuts down the Ray it started
+    assert len(EmbeddingCache(tmp_path / "other", backbone.id, backbone.dim)) == 0
 
     a, b = _contents(tmp_path / "single", backbone), _contents(tmp_path / "ray", backbone)
     assert sorted(a) == sorted(b) and len(a) == 10
@@ -65,6 +71,8 @@ def test_actor_pool_follows_the_cluster():
         RayEngine(BackboneFactory("efficientnet-lite0"), workers=2)._pool(_fake_ray(CPU=2))
     with pytest.raises(SetencError, match="no GPU"):
         RayEngine(BackboneFactory("efficientnet-lite0"), gpus=True)._pool(_fake_ray(CPU=2))
+    with pytest.raises(SetencError, match="--ray-cpus sizes a local Ray"):
+        RayEngine(BackboneFactory("efficientnet-lite0"), address="auto", num_cpus=4)
 
 
 def test_ray_options_without_the_ray_engine_are_a_one_line_error(tmp_path):

@@ -18,6 +18,7 @@ everything written so far stays).
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from setenc.photos.cache import EmbeddingCache
 from setenc.photos.embed import EmbedReport, decode_photo, encode_batch, write_vectors
 
 BLOCK_BATCHES = 2  # input rows per Ray block, in batches: small blocks of decoded pixels keep memory bounded
+_USER_ERROR = re.compile(r"setenc\.errors\.\w+: (.+)")  # a SetencError raised on a worker, inside Ray's error
 
 
 def _ray():
@@ -116,6 +118,8 @@ class RayEngine:
                  actor_memory_gb: float = 1.0):
         if workers is not None and workers < 1:
             raise SetencError(f"--ray-workers must be at least 1, got {workers}")
+        if address and num_cpus:
+            raise SetencError("--ray-cpus sizes a local Ray; a cluster at --ray-address has the CPUs its nodes have")
         self.factory, self.workers, self.address = factory, workers, address
         self.num_cpus, self.gpus, self.threads = num_cpus, gpus, threads
         self.actor_memory = int(actor_memory_gb * 2**30)
@@ -148,7 +152,7 @@ class RayEngine:
         use_gpu = gpus > 0 if self.gpus is None else self.gpus
         if use_gpu:
             if gpus == 0:
-                raise SetencError("--ray-gpus asks for GPU actors but the Ray cluster has no GPU")
+                raise SetencError("GPU actors were asked for (gpus=True) but the Ray cluster has no GPU")
             return min(self.workers or gpus, gpus), {"num_gpus": 1, "num_cpus": 1, "memory": self.actor_memory}, "cuda"
         workers = self.workers or max(1, cpus // (2 * self.threads))
         if workers * self.threads >= cpus:
@@ -163,6 +167,11 @@ class RayEngine:
         self._started |= self._start(ray)
         try:
             self._embed(ray, todo, backbone, cache, batch_size, progress, report)
+        except Exception as e:  # noqa: BLE001 -- Ray wraps a worker's error in its own types
+            found = _USER_ERROR.search(str(e))
+            if found:  # a user problem on a worker (other weights on a node, ...) stays a one-line error
+                raise SetencError(found.group(1)) from None
+            raise
         finally:
             if self._started and not self._keep:
                 self._started = False
