@@ -42,10 +42,22 @@ def test_groups_that_are_classes_split_by_article():
     assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].split_by == "group"
 
 
+def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
+    products, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
+    assert products.head_kwargs == {"mean_weight": recipe.MEAN_WEIGHT} and any("mean_weight" in w for w in why)
+    classes, _ = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
+    assert classes.head_kwargs == {"mean_weight": 0.0}
+    for kwargs in ({"mean_weight": 0.3}, {"out_dim": 64}):  # given, or a width the blend cannot have
+        cfg, _ = recipe.choose(load_config(None, {"head_kwargs": kwargs}), synthetic(60, 3))
+        assert cfg.head_kwargs == kwargs
+    assert recipe.choose(load_config(None, {"head": "pma"}), synthetic(60, 3))[0].head_kwargs == {}
+
+
 def test_what_the_user_sets_wins():
-    cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article"}),
-                             synthetic(60, 3))
-    assert (cfg.split, cfg.epochs, cfg.split_by, why) == ([0.6, 0.2, 0.2], 7, "article", [])
+    cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article",
+                                                "head_kwargs": {"mean_weight": 0.5}}), synthetic(60, 3))
+    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, why) == (
+        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, [])
 
 
 def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):

@@ -3,7 +3,8 @@ other option is the package's best measured recipe for X.
 
 Every rule below is a measurement over product folds x seeds on the real catalogues (docs/bench_heads.md, "The
 default recipe"); the run prints what it chose and why, and any field given on the command line or in a config wins.
-Fields left to the recipe are `None` (`split`, `epochs`) or `"auto"` (`split_by`) in `TrainConfig`.
+Fields left to the recipe are `None` (`split`, `epochs`) or `"auto"` (`split_by`) in `TrainConfig`, and the `proj`
+head's `mean_weight` when `head_kwargs` does not give it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PRODUCT_SPLIT = [0.7, 0.0, 0.3]  # whole products held out; no validation: every
 ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of known classes
 LARGE_SPLIT = [0.8, 0.1, 0.1]
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
+MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when whole products are held out (0 when groups are classes)
 
 
 @dataclass
@@ -63,4 +65,12 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
             steps_per_epoch = n_train // out.batch_size if n_train > out.batch_size else 1  # the loader drops the last
             out.epochs = math.ceil(out.steps / steps_per_epoch)
             why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{out.steps} optimiser steps in all")
+    if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
+        weight = MEAN_WEIGHT if out.split_by == "group" else 0.0
+        out.head_kwargs = {**out.head_kwargs, "mean_weight": weight}
+        why.append(f"head_kwargs.mean_weight={weight:g}: " + (
+            "unseen products are searched, so at inference the learned direction is blended with mean pooling's, "
+            "which keeps what the frozen backbone knows about them (measured better on grocery, cars, multiview)"
+            if weight else "groups are classes the head learns, so its own direction alone (a blend measured worse "
+            "on fashion44k)"))
     return out, why
