@@ -24,6 +24,7 @@ _API = {
     "multivector": ("MultiVectorIndex",),
     "photos": ("Backbone", "EmbeddingCache", "article_embeddings", "create_backbone", "embed_catalog",
                "list_backbones", "photo_sets"),
+    "photos.tta": ("TTA",),  # photo variants (flip, crop) for test-time augmentation
     "photos.ray_engine": ("BackboneFactory", "RayEngine"),  # the [scale] extra's Ray engine; Ray imported on use
     "sets": ("masked_mean", "pad_sets"),
     "store": ("PhotoStore",),

@@ -25,6 +25,7 @@ from setenc.encoder import SetEncoder
 from setenc.errors import CheckpointError, SetencError
 from setenc.paths import file_sha256
 from setenc.photos import photo_sets
+from setenc.photos.tta import spec_tta
 from setenc.store import FORMAT, Export, PhotoStore, locked, read_export, write_export
 
 
@@ -205,6 +206,8 @@ def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike 
     if encoder.backbone_spec.get("id") != spec.get("id") or encoder.dim != manifest["photo_dim"]:
         problems.append(f"backbone {encoder.backbone_spec.get('id')} ({encoder.dim}-d photos) instead of "
                         f"{spec.get('id')} ({manifest['photo_dim']}-d)")
+    if encoder.tta != spec_tta(spec):  # the same head on other photo variants gives other vectors
+        problems.append(f"photo variants (tta) {encoder.tta} instead of {spec_tta(spec)}")
     if encoder.head.config != head["config"] or encoder.head.out_dim != manifest["dim"]:
         problems.append(f"head {encoder.head.config} instead of {head['config']}")
     sha, want = getattr(encoder, "checkpoint_sha256", None), manifest["checkpoint"]["sha256"]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
+from setenc.errors import CheckpointError, SetencError
 from setenc.photos import EmbeddingCache, embed_catalog, load_image, photo_sets
 from setenc.photos.tta import TTA, CentreCrop, Flip, embed_views, spec_tta, variant_key, with_tta
 
@@ -159,6 +159,8 @@ def test_export_and_search_of_a_tta_checkpoint_agree(tiny_catalog, backbone, tmp
     assert len(index.photos.set(index.ids.index(cat[2].id))) == 3 * len(cat[2].images)  # re-ranking sees elements
     (top, score), *_ = index.search(list(cat[2].images), k=2)
     assert top == cat[2].id and score == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(CheckpointError, match="photo variants"):  # same head, other variants: other vectors
+        SetIndex.load(tmp_path / "idx", SetEncoder.parameter_free(backbone))
 
 
 def test_evaluation_scores_with_the_checkpoints_tta(tiny_catalog, backbone, tmp_path):
