@@ -30,6 +30,16 @@ def test_pad_sets_shapes_and_mask():
         pad_sets([np.ones((2, 3)), np.ones((0, 3))])
 
 
+@pytest.mark.parametrize("max_len", [None, 1, 3, 7])
+def test_pad_sets_numpy_fast_path_equals_tensor_path(max_len):
+    """NumPy sets take a one-scatter path; it must pad, truncate and mask exactly like the per-set tensor copy."""
+    rng = np.random.default_rng(0)
+    sets = [rng.standard_normal((n, 3)).astype(dt) for n, dt in zip([2, 5, 1, 4], [np.float32, np.float64] * 2)]
+    fast = pad_sets(sets, max_len)
+    ref = pad_sets([torch.as_tensor(s) for s in sets], max_len)
+    assert fast[0].dtype == torch.float32 and torch.equal(fast[0], ref[0]) and torch.equal(fast[1], ref[1])
+
+
 def test_split_photos_disjoint_and_complete():
     rng = np.random.default_rng(0)
     s = _sets([6])[0]
