@@ -11,7 +11,8 @@ vectors (the backbone is the same for both sides and excluded): `SetIndex.search
 scoring the query set against every gallery article. Pairwise matching is measured at the smallest size only and
 extrapolated linearly. Index builds whose time, extrapolated from the previous size, exceeds --max-build-s are
 skipped and say so. At --mode-sizes the search modes are also compared on the quality queries through `SetIndex`:
-set vector (hnsw), set vector + re-ranking of --candidates hits by the --rerank matcher, multi-vector search
+set vector (hnsw), set vector + re-ranking of --candidates hits by the --rerank matcher (alone, and fused with the
+set-vector cosine at a weight tuned on other queries), multi-vector search
 (max-sim and the matcher), and the exhaustive batched matcher they approximate (latency, product Recall@1, top-1
 agreement with the exhaustive one).
 """
@@ -38,6 +39,7 @@ CHUNK = 8192  # synthetic articles generated (and seeded) together
 KINDS = ("flat", "ivf", "hnsw")
 NPROBES = (1, 4, 16, 64, 256)
 EF_SEARCHES = (16, 32, 64, 128, 256)
+FUSION_WEIGHTS = (0.25, 0.5, 0.75)  # set-vector share of a fused re-ranking, tuned on validation queries
 
 
 def parse_args() -> argparse.Namespace:
@@ -255,14 +257,15 @@ def set_index(index, params: dict, vecs: np.ndarray, encoder, photos=None):
     return SetIndex(index, [str(r) for r in range(len(vecs))], manifest, vecs, encoder, photos)
 
 
-def search_modes(real, gallery, vecs, encoder, q_quality, args) -> list[dict]:
+def search_modes(real, gallery, vecs, encoder, q_quality, q_val, args) -> list[dict]:
     """One query at a time through each search mode of `SetIndex` over the same gallery (HNSW first stage, its
     default parameters): latency, product Recall@1 and top-1 agreement with the exhaustive batched matcher (the
-    last row, the ranking re-ranking approximates)."""
+    last row, the ranking re-ranking approximates). The fused re-ranking's weight is tuned on `q_val`, queries
+    disjoint from `q_quality`."""
     from setenc.ann import build_index
     from setenc.matchers import pairwise_scores
     from setenc.multivector import MAX_SIM
-    from setenc.rerank import reranker
+    from setenc.rerank import DEFAULT_CANDIDATES, reranker
     from setenc.store import PhotoStore
 
     gx, gm, labels = gallery
@@ -286,6 +289,15 @@ def search_modes(real, gallery, vecs, encoder, q_quality, args) -> list[dict]:
     for c in (int(x) for x in args.candidates.split(",")):
         methods[f"set vector + rerank {matcher.name}, {c} candidates"] = \
             lambda i, c=c: rows_of(si.search(q_sets[i], 10, rerank=matcher, candidates=c))
+    def val_r1(weight):
+        top1 = [int(rows_of(si.search(q_sets[i], 1, rerank=matcher, candidates=DEFAULT_CANDIDATES,
+                                      weight=weight))[0]) for i in q_val]
+        return float(np.mean(labels[top1] == real["q_labels"][q_val]))
+
+    weight = max(FUSION_WEIGHTS, key=val_r1)
+    methods[f"set vector + rerank {matcher.name}, {DEFAULT_CANDIDATES} candidates, fused (weight {weight:g} tuned on "
+            f"{len(q_val)} other queries)"] = lambda i: rows_of(si.search(q_sets[i], 10, rerank=matcher,
+                                                                         candidates=DEFAULT_CANDIDATES, weight=weight))
     for agg in (MAX_SIM, matcher.name):
         methods[f"multi-vector {agg}"] = lambda i, agg=agg: rows_of(si.search_photos(q_sets[i], 10, agg))
     methods[f"exhaustive {matcher.name} (batched)"] = exhaustive
@@ -404,6 +416,7 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         order = rng.permutation(len(q_vecs))
         q_lat, q_quality = order[: args.latency_queries], np.sort(order[: args.quality_queries])
+        q_val = np.sort(order[args.quality_queries : 2 * args.quality_queries])
         print(f"synthesised {max(0, n_max - n_real)} articles in {synth_s:.0f}s", flush=True)
 
         head = median_ms(lambda i: encoder.encode_sets([real["q_sets"][i]]), q_lat)  # part of every index query
@@ -420,7 +433,7 @@ def main() -> None:
                     if "top1" in r:
                         r["r1"] = float(np.mean(pw["labels"][r["top1"][q_quality]] == real["q_labels"][q_quality]))
             if size in mode_sizes:
-                pw["modes"] += search_modes(real, gallery, vecs, encoder, q_quality, args)
+                pw["modes"] += search_modes(real, gallery, vecs, encoder, q_quality, q_val, args)
             gallery = None
             rows += size_rows
     load1 = os.getloadavg()

@@ -18,7 +18,9 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="trained head (best.pt or .ckpt); default: parameter-free --head")
     p.add_argument("--catalog", default=None, help="manifest or folder with catalog.jsonl; default: the demo catalog")
     p.add_argument("--out", required=True, help="export folder (replaced atomically)")
-    p.add_argument("--index", default=None, help="flat (exact, default) | ivf | hnsw | a FAISS factory string")
+    p.add_argument("--index", default=None, help="flat (exact, default) | ivf | ivfpq | hnsw | a FAISS factory string")
+    p.add_argument("--shards", type=int, default=1,
+                   help="add the vectors in this many parallel shards, merged into one index (IVF kinds)")
     p.add_argument("--float16", action="store_true", help="store vectors.npy and photos.npy as float16")
     p.add_argument("--append", action="store_true", help="add only articles not in the export yet")
     p.add_argument("--update", action="store_true", help="re-encode the catalog's articles into the export")
@@ -41,6 +43,10 @@ def main() -> None:
         m = delete_articles(args.out, ids)
         print(f"{args.out}: deleted {len(set(ids))} articles, {m['count']} left")
         return
+    if args.shards < 1:
+        raise SetencError(f"--shards must be at least 1, got {args.shards}")
+    if args.shards > 1 and (args.append or args.update):
+        raise SetencError("--shards builds a new index; --append / --update add to the export's existing one")
     if args.update and not args.catalog:
         raise SetencError("--update needs --catalog: the manifest of the changed or new articles")
 
@@ -60,7 +66,7 @@ def main() -> None:
     start = time.perf_counter()
     m = export_index(encoder, args.catalog or make_demo_catalog(), args.cache or cache_dir("embeddings"), args.out,
                      index=args.index, dtype="float16" if args.float16 else None, append=args.append,
-                     checkpoint_path=args.checkpoint, update=args.update)
+                     checkpoint_path=args.checkpoint, update=args.update, shards=args.shards)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
     photos = f", {m['photos']['count']} photo vectors" if m.get("photos") else ", no photo vectors"
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}){photos}, {m['dim']}-d {m['dtype']}, index "

@@ -7,6 +7,11 @@ benchmarks all build indexes here, so an index kind means the same thing everywh
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -14,9 +19,13 @@ import numpy as np
 from setenc.errors import SetencError
 
 HNSW_M = 32  # graph degree of the "hnsw" index
-HNSW_EF_SEARCH = 64  # candidates per query: top-1 = exact top-1 for every query at 10k and 100k (bench_search.md)
+HNSW_EF_SEARCH = 64  # candidates per query: exact top-1 on 99.6% of queries at 10k; on galleries full of near-
+# duplicate listings HNSW loses top-1s at 100k+ whatever efSearch (0.82 at 100k, 0.52 at 1M: bench_search.md): ivf there
 IVF_TRAIN_PER_LIST = 40  # k-means training points per inverted list (FAISS wants >= 39; more costs time)
 ADD_CHUNK = 65536  # rows converted to float32 and added at once
+PQ_SUB_DIM = 16  # dimensions per 8-bit PQ sub-quantizer of "ivfpq": 1280-d vectors -> 80-byte codes
+PQ_REFINE = 10  # "ivfpq" hits re-scored exactly per hit wanted: the codes find the neighbourhood, the stored
+# vectors (memory-mapped vectors.npy, never loaded whole) order it (docs/bench_ivfpq.md)
 
 
 def ivf_lists(n: int) -> tuple[int, int]:
@@ -26,25 +35,48 @@ def ivf_lists(n: int) -> tuple[int, int]:
     return nlist, min(nlist, math.ceil(math.sqrt(nlist)))
 
 
-def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0) -> tuple[faiss.Index, dict]:
+def pq_codes(d: int) -> int:
+    """Sub-quantizers of the "ivfpq" kind for d-dim vectors: the most that divide d with >= PQ_SUB_DIM dims each."""
+    return max(m for m in range(1, max(1, d // PQ_SUB_DIM) + 1) if d % m == 0)
+
+
+def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, shards: int = 1,
+                workers: int | None = None) -> tuple[faiss.Index, dict]:
     """An inner-product FAISS index over `vectors (N, E)`, trained when needed, plus its search parameters.
 
     Args:
         vectors: unit-length article vectors, any float dtype (float16 / memory-mapped: added in chunks, so
             millions of vectors never need a second full float32 copy).
-        kind: "flat" (exact), "ivf" (IVF-Flat), "hnsw" (HNSW-Flat, M=32) or any FAISS factory string.
+        kind: "flat" (exact), "ivf" (IVF-Flat), "ivfpq" (IVF + 8-bit product quantisation, `pq_codes(E)` bytes
+            an article), "hnsw" (HNSW-Flat, M=32) or any FAISS factory string.
         seed: for the training subsample.
+        shards: > 1 adds the vectors in that many parallel shards (`add_sharded`; IVF kinds only).
+        workers: processes of a sharded build (default: one per core, at most `shards`).
 
     Returns:
         (index, params) where params (e.g. `{"nprobe": 16}`) are applied with `set_search_params`.
     """
+    index, params = trained_index(vectors, kind, seed)
+    if shards > 1:
+        add_sharded(index, vectors, shards, workers, kind)
+    else:
+        add_rows(index, vectors)
+    return index, params
+
+
+def trained_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0) -> tuple[faiss.Index, dict]:
+    """The empty index of `kind` for `vectors`, its quantisers trained on a sample, and its search parameters."""
     n, d = vectors.shape  # (N, E)
     params: dict = {}
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         nlist, params["nprobe"] = ivf_lists(n)
-        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivfpq" and n < 256:
+            raise SetencError(f"index 'ivfpq' needs at least 256 articles to train its 8-bit codebooks, got {n}; "
+                              "use 'flat' or 'ivf'")
+        codes = "Flat" if kind == "ivf" else f"PQ{pq_codes(d)}"
+        index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         params["efSearch"] = HNSW_EF_SEARCH
@@ -67,14 +99,66 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0) -> tuple
             raise SetencError(f"index {kind!r} cannot be trained on {n} vectors ({str(e).strip()[:200]}); "
                               "use a smaller index or 'flat'") from None
     set_search_params(index, params)
-    add_rows(index, vectors)
     return index, params
 
 
-def add_rows(index: faiss.Index, vectors: np.ndarray) -> None:
-    """Add `vectors (N, E)` in float32 chunks of ADD_CHUNK rows (no full float32 copy of a float16 memmap)."""
+def add_rows(index: faiss.Index, vectors: np.ndarray, first_id: int | None = None) -> None:
+    """Add `vectors (N, E)` in float32 chunks of ADD_CHUNK rows (no full float32 copy of a float16 memmap);
+    with `first_id`, under the explicit ids first_id, first_id + 1, ... (a shard of a larger index)."""
     for start in range(0, len(vectors), ADD_CHUNK):
-        index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32))
+        chunk = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
+        if first_id is None:
+            index.add(chunk)
+        else:
+            index.add_with_ids(chunk, np.arange(first_id + start, first_id + start + len(chunk), dtype=np.int64))
+
+
+def add_sharded(index: faiss.Index, vectors: np.ndarray, shards: int, workers: int | None = None,
+                kind: str = "") -> None:
+    """Add `vectors` to the trained, empty IVF `index` in `shards` row ranges encoded by parallel processes.
+
+    The FAISS recipe for indexes built on many machines (faiss/contrib/ondisk.py): every shard is a copy of the
+    trained index holding its rows under their row numbers; the shards' inverted lists are then appended to
+    `index` in row order, so the result is the index a single build makes, list for list (tested). Workers read
+    their rows from a memory-mapped .npy (the caller's own file when `vectors` is one, else a temporary copy), so
+    no process holds more than its shard's codes.
+    """
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        raise SetencError(f"a sharded build needs an IVF index (ivf, ivfpq or an IVF factory string); "
+                          f"{kind or type(index).__name__!r} is built in one piece (shards=1)") from None
+    if index.ntotal:
+        raise SetencError("a sharded build starts from an empty trained index")
+    n = len(vectors)
+    bounds = np.linspace(0, n, min(shards, max(1, n)) + 1).astype(int)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(bounds) - 1))
+    with tempfile.TemporaryDirectory(prefix="setenc-shards-") as tmp:
+        trained = Path(tmp) / "trained.faiss"
+        faiss.write_index(index, str(trained))
+        if isinstance(vectors, np.memmap) and vectors.filename and str(vectors.filename).endswith(".npy"):
+            source = str(vectors.filename)  # an export's vectors.npy: read in place
+        else:
+            source = str(Path(tmp) / "vectors.npy")
+            np.save(source, np.asarray(vectors))
+        jobs = [(str(trained), source, int(a), int(b), str(Path(tmp) / f"shard{k}.faiss"), workers)
+                for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_encode_shard, jobs))
+        for part in parts:  # in row order: each inverted list gets its entries in the single build's order
+            shard = faiss.read_index(part)
+            ivf.merge_from(faiss.extract_index_ivf(shard), 0)
+        index.ntotal = ivf.ntotal  # a wrapper (IndexPreTransform, ...) counts its own rows
+
+
+def _encode_shard(job: tuple[str, str, int, int, str, int]) -> str:
+    """Worker of `add_sharded`: rows a..b of the .npy added to a copy of the trained index, written to `out`."""
+    trained, source, a, b, out, workers = job
+    faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    index = faiss.read_index(trained)
+    add_rows(index, np.load(source, mmap_mode="r")[a:b], first_id=a)
+    faiss.write_index(index, out)
+    return out
 
 
 def refill(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
@@ -88,6 +172,23 @@ def refill(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
     fresh.reset()
     add_rows(fresh, vectors)
     return fresh
+
+
+def search_refined(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int,
+                   factor: int = PQ_REFINE) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by exact cosine among the index's top k·factor: (scores (Q, k), rows (Q, k)), missing hits −inf / −1.
+
+    For compressed indexes ("ivfpq"): PQ codes rank near neighbours coarsely, so the candidates are re-scored on
+    their stored `vectors` (read row by row from a memory map; ties go to the lower row, as in exact search)."""
+    _, rows = index.search(queries, k * factor)  # (Q, k·factor)
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_r = np.full((len(queries), k), -1, np.int64)
+    for i, (q, r) in enumerate(zip(queries, rows)):
+        r = np.unique(r[r >= 0])  # sorted: sequential reads, and lower rows first among ties
+        s = np.asarray(vectors[r], np.float32) @ q
+        top = np.argsort(-s, kind="stable")[:k]
+        out_s[i, : len(top)], out_r[i, : len(top)] = s[top], r[top]
+    return out_s, out_r
 
 
 def set_search_params(index: faiss.Index, params: dict) -> None:

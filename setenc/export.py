@@ -40,6 +40,7 @@ def export_index(
     progress: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
     update: bool = False,
+    shards: int = 1,
 ) -> dict:
     """Encode the articles of `catalog` and write the export folder `out_dir` atomically.
 
@@ -47,7 +48,8 @@ def export_index(
         encoder: the set encoder (its backbone embeds the photos missing from the cache).
         catalog: a catalog, or the path of its manifest (then recorded, so `search.py` can show titles and photos).
         cache_root: the photo-embedding cache root.
-        index: "flat" (default), "ivf", "hnsw" or a FAISS factory string; with `append` / `update`, the export's own.
+        index: "flat" (default), "ivf", "ivfpq", "hnsw" or a FAISS factory string; with `append` / `update`, the
+            export's own.
         dtype: "float32" (default) or "float16" for vectors.npy and photos.npy; the index holds the same values.
         append: add only the articles not in the export yet; existing rows, their order and the index stay
             (a trained index keeps its training: re-export once the catalogue has grown several-fold).
@@ -81,7 +83,7 @@ def export_index(
             if not ids:
                 raise SetencError(f"catalog {catalog.name}: no article has an embeddable photo "
                                   f"({len(dropped)} dropped); nothing to export")
-            faiss_index, params = build_index(vecs, kind)
+            faiss_index, params = build_index(vecs, kind, shards=shards)
             new = Export(faiss_index, ids, {}, vecs.astype(dtype), photos)
         else:
             new = _merge(old, ids, vecs, photos, dropped)

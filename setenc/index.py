@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from setenc.ann import build_index, ivf_lists, set_search_params
+from setenc.ann import build_index, ivf_lists, search_refined, set_search_params
 from setenc.encoder import SetEncoder
 from setenc.errors import SetencError
 from setenc.export import check_encoder, delete_articles, encoder_from_manifest, export_index
@@ -57,6 +57,7 @@ class SetIndex:
         self._lookup = np.array([*ids, None], dtype=object)  # row -> id; FAISS's "no hit" row -1 -> None
         self._rows = {i: r for r, i in enumerate(ids)}
         self._multivector: MultiVectorIndex | None = None
+        self._refine = manifest["index"].get("type") == "ivfpq"  # compressed codes: re-score on stored vectors
         set_search_params(index, manifest["index"]["params"])
 
     @classmethod
@@ -163,19 +164,23 @@ class SetIndex:
         if k < 1 or candidates < 1:
             raise SetencError(f"k={k} and candidates={candidates} must be at least 1")
         if matcher is None:
-            scores, rows = self.index.search(vecs, k)  # (Q, k) each
+            scores, rows = self._ann(vecs, k)  # (Q, k) each
             return self._lookup[rows], np.where(rows >= 0, scores, -np.inf).astype(np.float32)
         store = require_photos(self.photos, f"re-ranking with {matcher.name!r}")
         if any(p is None for p in photos):
             raise SetencError("re-ranking needs each query's photos (paths, PIL images or an (n, D) array), "
                               "not a single vector")
-        set_scores, set_rows = self.index.search(vecs, max(k, candidates))  # (Q, C) each
+        set_scores, set_rows = self._ann(vecs, max(k, candidates))  # (Q, C) each
         out_rows = np.full((len(vecs), k), -1, np.int64)
         out_scores = np.full((len(vecs), k), -np.inf, np.float32)
         for q, (x, rows, scores) in enumerate(zip(photos, set_rows, set_scores)):
             r, s = rerank_rows(matcher, x, store, rows, scores, k, weight)
             out_rows[q, : len(r)], out_scores[q, : len(s)] = r, s
         return self._lookup[out_rows], out_scores
+
+    def _ann(self, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS top-k of unit query vectors; an "ivfpq" index's hits re-scored exactly (`ann.search_refined`)."""
+        return search_refined(self.index, self.vectors, vecs, k) if self._refine else self.index.search(vecs, k)
 
     def search(self, query: Query, k: int = 10, rerank: str | Matcher | None = None,
                candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0) -> list[tuple[str, float]]:

@@ -190,6 +190,55 @@ def test_approximate_recall(kind):
     assert recall >= 0.9, (kind, params, recall)
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "PCA16,IVF8,PQ4"])
+def test_sharded_build_equals_single_build(tmp_path, monkeypatch, kind):
+    """Shards encoded by worker processes and merged in row order hold the single build's lists: same top-k."""
+    monkeypatch.setattr(ann, "ADD_CHUNK", 300)  # shards of several chunks
+    x, q = clustered(2000, 32, 20, seed=2)
+    np.save(tmp_path / "v.npy", x)
+    single, params = build_index(x, kind)
+    ann.set_search_params(single, {"nprobe": 4})
+    for vectors in (x, np.load(tmp_path / "v.npy", mmap_mode="r")):  # a temporary copy / the caller's file
+        sharded, sharded_params = build_index(vectors, kind, shards=3, workers=2)
+        ann.set_search_params(sharded, {"nprobe": 4})
+        assert sharded.ntotal == 2000 and sharded_params == params
+        for a, b in zip(single.search(q, 10), sharded.search(q, 10)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_ivfpq_refined_over_every_row_equals_exact():
+    """With every list probed and every row a candidate, re-scoring on the stored vectors is exact search."""
+    x, q = clustered(600, 32, 10, seed=3)
+    index, _ = build_index(x, "ivfpq")
+    ann.set_search_params(index, {"nprobe": faiss_nlist(index)})
+    scores, rows = ann.search_refined(index, x, q[:20], 5, factor=600 // 5)
+    reference = brute_force(x, q[:20], 5)
+    np.testing.assert_array_equal(rows, reference[0])
+    np.testing.assert_allclose(scores, reference[1], atol=1e-5)
+
+
+def test_setindex_refines_ivfpq_hits_on_stored_vectors():
+    x, q = clustered(600, 32, 10, seed=4)
+    index, params = build_index(x, "ivfpq")
+    idx = SetIndex(index, [f"a{i}" for i in range(600)], {"dim": 32, "index": {"type": "ivfpq", "params": params}}, x)
+    ids, scores = idx.search_batch(q[:10], k=3)
+    want_scores, want_rows = ann.search_refined(index, x, q[:10], 3)
+    assert ids.tolist() == [[f"a{r}" for r in row] for row in want_rows]
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+
+
+def faiss_nlist(index) -> int:
+    import faiss
+
+    return faiss.extract_index_ivf(index).nlist
+
+
+def test_sharded_build_refuses_non_ivf():
+    x, _ = clustered(300, 16, 5, seed=0)
+    with pytest.raises(SetencError, match="needs an IVF index"):
+        build_index(x, "hnsw", shards=2)
+
+
 def test_build_from_float16_memmap_in_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(ann, "ADD_CHUNK", 128)  # several chunks on a small array
     x, q = clustered(1000, 16, 10, seed=1)
