@@ -30,6 +30,13 @@ def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
     assert big.split[1] == 0 and big.epochs == 125
 
 
+def test_recipe_averages_each_photo_with_its_centre_crop_unless_told():
+    cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
+    assert cfg.tta == recipe.TTA == "crop" and any(line.startswith("tta=crop") for line in why)
+    mine, why = recipe.choose(load_config(None, {"tta": "none"}), synthetic(60, 3))
+    assert mine.tta == "none" and not any(line.startswith("tta=") for line in why)
+
+
 def test_large_catalogue_validates_and_stops_early():
     cfg, why = recipe.choose(load_config(None, {}), synthetic(15_000, 2))  # 30,000 articles
     assert cfg.split == recipe.LARGE_SPLIT and cfg.split[1] > 0 and cfg.epochs == recipe.LARGE_EPOCHS
@@ -55,9 +62,10 @@ def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
 
 def test_what_the_user_sets_wins():
     cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article",
-                                                "head_kwargs": {"mean_weight": 0.5}}), synthetic(60, 3))
-    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, why) == (
-        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, [])
+                                                "head_kwargs": {"mean_weight": 0.5}, "tta": "flip"}),
+                             synthetic(60, 3))
+    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, why) == (
+        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", [])
 
 
 def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):

@@ -60,7 +60,7 @@ def test_spec_round_trip_and_one_line_errors():
 def test_config_field_is_checked_before_any_work():
     from setenc.training.config import load_config
 
-    assert load_config(None, {"tta": "flip"}).tta == "flip" and load_config().tta == "none"
+    assert load_config(None, {"tta": "flip"}).tta == "flip" and load_config().tta is None  # None: the recipe chooses
     with pytest.raises(SetencError, match="unknown tta variant"):
         load_config(None, {"tta": "mirror"})
 

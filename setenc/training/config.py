@@ -32,8 +32,9 @@ class TrainConfig:
     backbone_kwargs: dict = _f({}, "backbone options, e.g. {model: openai/clip-vit-base-patch32}")
     runtime: str = _f("auto", "backbone runtime: auto | torch | onnx")
     cache: str | None = _f(None, "embedding-cache root; null = $SETENC_CACHE/embeddings")
-    tta: str = _f("none", "photo variants: none | flip | crop | flip+crop, :mean (averaged per photo, default) or "
-                  ":elements (extra set elements); recorded in the checkpoint, applied to its queries (docs/tta.md)")
+    tta: str | None = _f(None, "photo variants: none | flip | crop | flip+crop, :mean (averaged per photo, default) "
+                         "or :elements (extra set elements); recorded in the checkpoint, applied to its queries "
+                         "(docs/tta.md); null = the recipe's choice (crop)")
     head: str = _f("proj", "set head (setenc.list_heads())")
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
     loss: str = _f("infonce", "contrastive loss: infonce | supcon")
@@ -118,7 +119,8 @@ def check_config(cfg: TrainConfig) -> None:
     HEADS.check_options(cfg.head, cfg.head_kwargs)
     LOSSES.check_options(cfg.loss, cfg.loss_kwargs)
     BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
-    TTA.parse(cfg.tta)
+    if cfg.tta is not None:
+        TTA.parse(cfg.tta)
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise SetencError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
