@@ -76,7 +76,8 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         out.head_kwargs = {**out.head_kwargs, "mean_weight": weight}
         why.append(f"head_kwargs.mean_weight={weight:g}: " + (
             "unseen products are searched, so at inference the learned direction is blended with mean pooling's, "
-            "which keeps what the frozen backbone knows about them (better on grocery and cars, never worse on multiview)"
+            "which keeps what the frozen backbone knows about them (better on grocery and cars; multiview 0.957 "
+            "vs 0.961 without it, 5 folds x 2 seeds)"
             if weight else "groups are classes the head learns, so its own direction alone (a blend measured worse "
             "on fashion44k)"))
     return out, why
