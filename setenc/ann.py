@@ -136,7 +136,7 @@ def add_sharded(index: faiss.Index, vectors: np.ndarray, shards: int, workers: i
     with tempfile.TemporaryDirectory(prefix="setenc-shards-") as tmp:
         trained = Path(tmp) / "trained.faiss"
         faiss.write_index(index, str(trained))
-        if isinstance(vectors, np.memmap) and vectors.filename and str(vectors.filename).endswith(".npy"):
+        if _file_prefix(vectors):
             source = str(vectors.filename)  # an export's vectors.npy: read in place
         else:
             source = str(Path(tmp) / "vectors.npy")
@@ -149,6 +149,16 @@ def add_sharded(index: faiss.Index, vectors: np.ndarray, shards: int, workers: i
             shard = faiss.read_index(part)
             ivf.merge_from(faiss.extract_index_ivf(shard), 0)
         index.ntotal = ivf.ntotal  # a wrapper (IndexPreTransform, ...) counts its own rows
+
+
+def _file_prefix(vectors: np.ndarray) -> bool:
+    """Whether `vectors` are the first rows of the .npy they are memory-mapped from, so workers can read that file."""
+    if not (isinstance(vectors, np.memmap) and vectors.filename and str(vectors.filename).endswith(".npy")
+            and len(vectors)):
+        return False
+    whole = np.load(vectors.filename, mmap_mode="r")
+    return (whole.dtype == vectors.dtype and whole.shape[1:] == vectors.shape[1:] and len(whole) >= len(vectors)
+            and np.array_equal(whole[0], vectors[0]) and np.array_equal(whole[len(vectors) - 1], vectors[-1]))
 
 
 def _encode_shard(job: tuple[str, str, int, int, str, int]) -> str:

@@ -198,7 +198,9 @@ def test_sharded_build_equals_single_build(tmp_path, monkeypatch, kind):
     np.save(tmp_path / "v.npy", x)
     single, params = build_index(x, kind)
     ann.set_search_params(single, {"nprobe": 4})
-    for vectors in (x, np.load(tmp_path / "v.npy", mmap_mode="r")):  # a temporary copy / the caller's file
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    assert ann._file_prefix(mapped) and ann._file_prefix(mapped[:1000]) and not ann._file_prefix(mapped[500:])
+    for vectors in (x, mapped):  # a temporary copy / the caller's file
         sharded, sharded_params = build_index(vectors, kind, shards=3, workers=2)
         ann.set_search_params(sharded, {"nprobe": 4})
         assert sharded.ntotal == 2000 and sharded_params == params
