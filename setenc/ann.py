@@ -77,6 +77,8 @@ def trained_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0) -> tup
                               "use 'flat' or 'ivf'")
         codes = "Flat" if kind == "ivf" else f"PQ{pq_codes(d)}"
         index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivfpq":  # FAISS's default reorders PQ centroids for Hamming pre-filtering, which no search
+            index.do_polysemous_training = False  # here uses; it made training 140x slower (67 s vs 0.5 s, 1k rows)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         params["efSearch"] = HNSW_EF_SEARCH
