@@ -19,12 +19,13 @@ def pad_sets(sets: Sequence[np.ndarray | torch.Tensor], max_len: int | None = No
     """Stack variable-size `(n_i, D)` sets into `x (B, N, D)` with a `mask (B, N)` that is True on real photos."""
     if not sets:
         raise ValueError("pad_sets needs at least one set")
+    for i, s in enumerate(sets):
+        shape = tuple(np.shape(s))
+        if len(shape) != 2 or shape[0] == 0:
+            raise ValueError(f"set {i} must be a non-empty (n, D) array, got shape {shape}")
     if all(isinstance(s, np.ndarray) for s in sets):
         return _pad_arrays(sets, max_len)
     tensors = [torch.as_tensor(s, dtype=torch.float32) for s in sets]
-    for i, t in enumerate(tensors):
-        if t.ndim != 2 or t.shape[0] == 0:
-            raise ValueError(f"set {i} must be a non-empty (n, D) array, got shape {tuple(t.shape)}")
     n = max(t.shape[0] for t in tensors) if max_len is None else max_len
     x = torch.zeros(len(tensors), n, tensors[0].shape[1])
     mask = torch.zeros(len(tensors), n, dtype=torch.bool)
@@ -36,10 +37,7 @@ def pad_sets(sets: Sequence[np.ndarray | torch.Tensor], max_len: int | None = No
 
 def _pad_arrays(sets: Sequence[np.ndarray], max_len: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """`pad_sets` for NumPy sets in one scatter: a query re-ranking hundreds of candidates pads them per call, and
-    a per-set tensor copy cost more than the matcher itself (0.6 vs 0.3 ms for 50 sets)."""
-    for i, s in enumerate(sets):
-        if s.ndim != 2 or s.shape[0] == 0:
-            raise ValueError(f"set {i} must be a non-empty (n, D) array, got shape {tuple(s.shape)}")
+    a per-set tensor copy cost more than the matcher itself (0.6 vs 0.3 ms for 50 sets). Shapes are checked."""
     lens = np.array([len(s) for s in sets])
     n = int(lens.max()) if max_len is None else max_len
     keep = np.minimum(lens, n)
