@@ -23,7 +23,8 @@ def main() -> None:
     p.add_argument("--config", default=None, help="a YAML config (configs/clip.yaml ...); default: the recipe's choices")
     p.add_argument("--catalog", default=None, help="manifest or folder; default: the config's, else the demo")
     p.add_argument("--heads", nargs="+", default=["proj", "deepsets", "pma"], help="head specs to train")
-    p.add_argument("--matchers", nargs="*", default=None, help="parameter-free baselines (default: every matcher that needs no view tags)")
+    p.add_argument("--matchers", nargs="*", default=None, help="parameter-free baselines (default: every matcher; `ordered` where every test article "
+                   "has view tags)")
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2], help="split seeds (held-out product folds)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds per fold")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")

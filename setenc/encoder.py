@@ -24,7 +24,8 @@ from setenc.heads import SetHead, create_head
 from setenc.photos import load_image
 from setenc.photos.tta import TTA, embed_views, spec_tta
 from setenc.paths import file_sha256
-from setenc.sets import pad_sets
+from setenc.sets import pad_ids, pad_sets
+from setenc.views import sets_view_ids
 
 FORMAT = "setenc-head-v1"
 
@@ -137,18 +138,25 @@ class SetEncoder(torch.nn.Module):
 
     # -- encoding ------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cached photo vectors `x (B, N, D)` + `mask (B, N)` -> one unit vector per set `(B, E)`."""
+    def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """Cached photo vectors `x (B, N, D)` + `mask (B, N)` (+ view ids `(B, N)`) -> one unit vector per set."""
         if x.shape[-1] != self.dim:
             raise CheckpointError(f"photo vectors are {x.shape[-1]}-d, this head takes {self.dim}-d")
-        return self.head(x, mask)
+        return self.head(x, mask, views)
 
-    def encode_sets(self, sets: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Per-set `(n_i, D)` photo vectors -> `(len(sets), E)` float32."""
+    def encode_sets(self, sets: Sequence[np.ndarray], batch_size: int = 256,
+                    views: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
+        """Per-set `(n_i, D)` photo vectors -> `(len(sets), E)` float32.
+
+        `views`: per set its photos' view tags (or None); a view-aware head maps them to its vocabulary (unseen
+        tags: unknown), a tag-free head ignores them.
+        """
+        ids = None if self.head.views is None else sets_view_ids(sets, views, self.head.views, self.tta.per_photo)
         out = []
         for i in range(0, len(sets), batch_size):
             x, mask = pad_sets(sets[i : i + batch_size])
-            out.append(self.encode_embeddings(x, mask).numpy())
+            v = None if ids is None else pad_ids(ids[i : i + batch_size])
+            out.append(self.encode_embeddings(x, mask, v).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.head.out_dim), np.float32)
 
     @torch.inference_mode()
@@ -157,8 +165,10 @@ class SetEncoder(torch.nn.Module):
         images = [p if isinstance(p, Image.Image) else load_image(p) for p in photos]
         return embed_views(self.backbone, images, self.tta)
 
-    def encode(self, photo_sets: Sequence[Sequence[str | os.PathLike | Image.Image]], batch_size: int = 256) -> np.ndarray:
-        """A list of photo sets (paths or PIL images) -> `(len(photo_sets), E)` unit vectors."""
+    def encode(self, photo_sets: Sequence[Sequence[str | os.PathLike | Image.Image]], batch_size: int = 256,
+               views: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
+        """A list of photo sets (paths or PIL images) -> `(len(photo_sets), E)` unit vectors (`views`: as
+        `encode_sets`)."""
         if isinstance(photo_sets, (str, os.PathLike, Image.Image)) or any(
                 isinstance(s, (str, os.PathLike, Image.Image)) for s in photo_sets):
             raise SetencError("encode takes a list of photo SETS (one list of photos per article), got photos: "
@@ -169,7 +179,7 @@ class SetEncoder(torch.nn.Module):
         flat = [p for s in photo_sets for p in s]
         vecs = self.embed_photos(flat)
         bounds = np.cumsum([0] + [len(s) * self.tta.per_photo for s in photo_sets])
-        return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size)
+        return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size, views)
 
     # -- photos + titles -----------------------------------------------------------------------------
     def with_fusion(self, fusion: Fusion | None) -> "SetEncoder":

@@ -3,6 +3,12 @@
 Every head maps `x: (B, N, D)` plus `mask: (B, N)` (True = real photo) to `(B, E)`. Padded slots are zeroed on
 entry and every pooling is masked, so padding never leaks into the result. A head is rebuilt from its plain
 `config` dict (`create_head(**head.config)`), which is what checkpoints store — never the module.
+
+View-aware heads (`create_head(name, in_dim, views=[tags])`, any head): a decision of the base class rather than a
+wrapper head or a per-head option, so every head composes with it and its config stays `name` + options. The head
+adds a learned per-tag vector (`setenc.views.ViewEmbedding`, zero at init) to each photo before its own pooling;
+the ids come with the batch, `forward(x, mask, views)`, and `forward(x, mask)` means every photo is "unknown".
+The tag vocabulary is the `views` option, so checkpoints carry it in the head config. A tag-free head ignores ids.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch.nn.functional as F
 from setenc.errors import SetencError
 from setenc.registry import Registry
 from setenc.sets import check_sets, masked_mean, masked_sum
+from setenc.views import ViewEmbedding
 
 
 def identity_init_(linear: nn.Linear) -> None:
@@ -49,14 +56,28 @@ class SetHead(nn.Module):
         self.in_dim = int(in_dim)
         self.out_dim = int(out_dim)
         self._options = dict(options or {})
+        self.view_embed: ViewEmbedding | None = None
+
+    def add_views(self, vocab: list[str]) -> None:
+        """Make the head view-aware over these tags (`create_head(..., views=vocab)` calls it)."""
+        self.view_embed = ViewEmbedding(vocab, self.in_dim)
+        self._options["views"] = list(vocab)
+
+    @property
+    def views(self) -> list[str] | None:
+        """The view tags this head learned a vector for; None for a tag-free head."""
+        return None if self.view_embed is None else self.view_embed.vocab
 
     @property
     def config(self) -> dict:
         """Plain constructor arguments; `create_head(**head.config)` rebuilds the same architecture."""
         return {"name": self.name, "in_dim": self.in_dim, **self._options}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.views`; ignored by a tag-free head)."""
         check_sets(x, mask, self.in_dim)
+        if self.view_embed is not None:
+            x = self.view_embed(x, views)
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, N, D) padded slots may hold anything
         return F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
 
@@ -278,15 +299,19 @@ def list_heads() -> list[str]:
     return HEADS.names()
 
 
-def create_head(name: str, in_dim: int, **kw) -> SetHead:
+def create_head(name: str, in_dim: int, views: list[str] | None = None, **kw) -> SetHead:
     """Build a head by name, e.g. `create_head("pma", 1280, encoder="sab", seeds=3)`.
 
     Args:
         name: one of `list_heads()`.
         in_dim: width of the photo vectors (the backbone's embedding dim).
+        views: view tags to learn a vector for (a view-aware head, `setenc.views`); None = tag-free.
         **kw: the head's options; unknown ones are an error, not silently ignored.
     """
     for old, new in LEGACY_OPTIONS.get(name, {}).items():
         if old in kw and new not in kw:
             kw[new] = kw.pop(old)
-    return HEADS.create(name, in_dim, **kw)
+    head = HEADS.create(name, in_dim, **kw)
+    if views is not None:
+        head.add_views(list(views))
+    return head

@@ -48,6 +48,16 @@ def _pad_arrays(sets: Sequence[np.ndarray], max_len: int | None) -> tuple[torch.
     return torch.from_numpy(x), torch.from_numpy(np.arange(n) < keep[:, None])
 
 
+def pad_ids(ids: Sequence[np.ndarray], max_len: int | None = None) -> torch.Tensor:
+    """Per-set `(n_i,)` int ids (view tags: `setenc.views`) -> `(B, N)` long in `pad_sets`' layout, 0 on padding."""
+    n = max(len(i) for i in ids) if max_len is None else max_len
+    out = torch.zeros(len(ids), n, dtype=torch.long)
+    for k, i in enumerate(ids):
+        m = min(n, len(i))
+        out[k, :m] = torch.as_tensor(np.asarray(i[:m], np.int64))
+    return out
+
+
 def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None, what: str = "sets") -> torch.Tensor:
     """Fail early, with a message, on a batch nothing can pool: wrong shapes, a non-bool mask, an empty set.
 

@@ -133,9 +133,9 @@ def make_protocols(sets: list[np.ndarray], catalog: Catalog, names=PROTOCOLS, se
 
 
 def evaluate_vectors(encode, protocol: Protocol) -> dict:
-    """Metrics of a set-vector method: `encode(list of (n_i, D) sets) -> (len, E)` unit vectors, ranked by cosine
-    in bounded memory (no (Q, G) matrix)."""
+    """Metrics of a set-vector method: `encode(list of (n_i, D) sets, their view tags or None) -> (len, E)` unit
+    vectors, ranked by cosine in bounded memory (no (Q, G) matrix)."""
     from setenc.evaluation.metrics import vector_metrics
 
-    q, g = encode(protocol.queries), encode(protocol.gallery)
+    q, g = encode(protocol.queries, protocol.q_views), encode(protocol.gallery, protocol.g_views)
     return vector_metrics(q, g, protocol.q_labels, protocol.g_labels, exclude=protocol.exclude)

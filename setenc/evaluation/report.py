@@ -125,9 +125,9 @@ def evaluate_sets(
             rows.append(_row(name, p, metrics, seconds, m.describe() if m.tunable else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():
-            g = enc.encode_sets(p.gallery)  # index time, not query time
+            g = enc.encode_sets(p.gallery, views=p.g_views)  # index time, not query time
             t = time.perf_counter()
-            q = enc.encode_sets(p.queries)
+            q = enc.encode_sets(p.queries, views=p.q_views)
             metrics = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)  # ranks: part of query time
             rows.append(_row(name, p, metrics, time.perf_counter() - t))
             if len(q) * len(g) <= KEEP_SCORES:

@@ -37,6 +37,8 @@ class TrainConfig:
                          "(docs/tta.md); null = the recipe's choice (crop)")
     head: str = _f("proj", "set head (setenc.list_heads())")
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
+    views: bool = _f(False, "view-aware head: a learned vector per photo `views` tag of the training articles (plus "
+                     "one for unknown / untagged), zero at init, added to each photo before pooling (setenc/views.py)")
     loss: str = _f("infonce", "contrastive loss: infonce | supcon")
     loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
     positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")

@@ -24,9 +24,10 @@ from setenc.evaluation.metrics import vector_metrics
 from setenc.evaluation.protocols import Protocol
 from setenc.heads import create_head
 from setenc.losses import create_loss
-from setenc.sets import pad_sets
+from setenc.sets import pad_ids, pad_sets
 from setenc.training.config import TrainConfig
 from setenc.training.pairs import PairDataset, collate_pairs
+from setenc.views import sets_view_ids
 
 
 class SetModule(pl.LightningModule):
@@ -46,15 +47,16 @@ class SetModule(pl.LightningModule):
         self.protocol: Protocol | None = None
 
     def training_step(self, batch, batch_idx):
-        xa, ma, xb, mb, labels = batch
-        za, zb, labels = global_batch(self.head(xa, ma), self.head(xb, mb), labels)  # (B, E) each, all processes
+        xa, ma, xb, mb, labels, *views = batch  # views: (va, vb) ids for a view-aware head
+        va, vb = views or (None, None)
+        za, zb, labels = global_batch(self.head(xa, ma, va), self.head(xb, mb, vb), labels)  # (B, E), all processes
         loss = self.loss(za, zb, labels)  # one call shape for every loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        chunk, x, mask = batch
-        self._val.append((int(chunk), self.head(x, mask).detach().cpu()))
+        chunk, x, mask, views = batch
+        self._val.append((int(chunk), self.head(x, mask, views).detach().cpu()))
 
     def on_validation_epoch_end(self):
         m = self.validation_metrics()
@@ -142,11 +144,15 @@ class _EpochSeed(Callback):
 class SetDataModule(pl.LightningDataModule):
     """Training pairs from the train split; validation = one retrieval protocol on the val split."""
 
-    def __init__(self, cfg: TrainConfig, train_sets, train_cat: Catalog, val_protocol: Protocol | None):
+    def __init__(self, cfg: TrainConfig, train_sets, train_cat: Catalog, val_protocol: Protocol | None,
+                 views: list[str] | None = None, per_photo: int = 1):
+        """`views`: the view-aware head's tag vocabulary (None: tag-free); `per_photo`: set rows per photo (TTA)."""
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.vocab, self.per_photo = cfg, views, per_photo
+        ids = None if views is None else sets_view_ids(train_sets, [a.views for a in train_cat.articles], views,
+                                                        per_photo)
         self.pairs = PairDataset(train_sets, train_cat, cfg.positives, cfg.max_photos, cfg.photo_dropout,
-                                 cfg.subset_prob, cfg.seed, cfg.cross_session)
+                                 cfg.subset_prob, cfg.seed, cfg.cross_session, ids)
         self.val_protocol = val_protocol
 
     def train_dataloader(self):
@@ -158,5 +164,10 @@ class SetDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         p = self.val_protocol
         sets = (p.queries + p.gallery) if p is not None else []
-        chunks = [(k, *pad_sets(sets[i : i + 512])) for k, i in enumerate(range(0, len(sets), 512))]
+        ids = None
+        if self.vocab is not None and p is not None:
+            ids = sets_view_ids(sets, [*(p.q_views or [None] * len(p.queries)), *(p.g_views or [None] * len(p.gallery))],
+                                self.vocab, self.per_photo)
+        chunks = [(k, *pad_sets(sets[i : i + 512]), None if ids is None else pad_ids(ids[i : i + 512]))
+                  for k, i in enumerate(range(0, len(sets), 512))]
         return DataLoader(chunks, batch_size=None)  # numbered: processes each embed a shard, then gather in order

@@ -3,7 +3,8 @@
 A positive pair is two *sets* that show the same thing: (a) two disjoint random subsets of one article's
 photos, (b) two articles of the same `group`, or (c) an explicit labeled pair from `pairs.csv`. Each item
 also carries a label (the group, else the article) so the loss never treats two articles of one group in
-the same batch as negatives of each other.
+the same batch as negatives of each other. With per-photo view ids (a view-aware head, `setenc.views`) every
+sampled set carries its photos' ids along: subsets, shuffles and dropout pick photos and their ids together.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from setenc.catalogs import Catalog
-from setenc.sets import pad_sets
+from setenc.sets import pad_ids, pad_sets
 
 PositiveMode = Literal["auto", "subsets", "group", "pairs"]
 
@@ -49,6 +50,7 @@ class PairDataset(Dataset):
         cross_session: draw group partners from another capture session (`session` field, else `partition`)
             when the article has such partners: same-session photos are near-duplicates (same shelf, same light),
             while test positives come from other sessions (neutral on grocery: 0.926 R@1 either way).
+        views: per-article `(n_i,)` view ids aligned with `sets`; items then carry the sampled photos' ids.
     """
 
     def __init__(
@@ -61,8 +63,10 @@ class PairDataset(Dataset):
         subset_prob: float = 0.5,
         seed: int = 0,
         cross_session: bool = True,
+        views: Sequence[np.ndarray] | None = None,
     ):
         self.sets, self.catalog = list(sets), catalog
+        self.views = None if views is None else list(views)
         self.mode, self.max_photos, self.dropout, self.subset_prob, self.seed = mode, max_photos, dropout, subset_prob, seed
         self.epoch = 0
         index = {a.id: i for i, a in enumerate(catalog.articles)}
@@ -108,18 +112,21 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.anchors)
 
-    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def __getitem__(self, k: int) -> tuple:
+        """`(a, b, label)`: two (n, D) sets; with view ids `(a, b, label, a_ids, b_ids)`."""
         i = self.anchors[k]
         rng = np.random.default_rng((self.seed, self.epoch, i))
         kinds = self._kinds(i)
+        j = i
         if "subsets" in kinds and (len(kinds) == 1 or rng.random() < self.subset_prob):
-            a, b = split_photos(self.sets[i], rng)
+            a, b = split_photos(np.arange(len(self.sets[i])), rng)  # photo positions, so ids can follow them
         else:
             pool = self.partners[i] if "group" in kinds else self.pairs[i]
             j = pool[int(rng.integers(len(pool)))]
-            a, b = self.sets[i], self.sets[j]
-        aug = lambda s: augment(s, rng, self.max_photos, self.dropout)  # noqa: E731
-        return aug(a), aug(b), self.labels[i]
+            a, b = np.arange(len(self.sets[i])), np.arange(len(self.sets[j]))
+        a, b = (augment(s, rng, self.max_photos, self.dropout) for s in (a, b))
+        item = (self.sets[i][a], self.sets[j][b], self.labels[i])
+        return item if self.views is None else (*item, self.views[i][a], self.views[j][b])
 
 
 def _session(article) -> str | None:
@@ -127,8 +134,11 @@ def _session(article) -> str | None:
     return article.meta.get("session") or article.partition
 
 
-def collate_pairs(items: list[tuple[np.ndarray, np.ndarray, int]]):
-    """Pad both sides of a batch of pairs: `(xa, ma, xb, mb, labels)`."""
-    xa, ma = pad_sets([a for a, _, _ in items])
-    xb, mb = pad_sets([b for _, b, _ in items])
-    return xa, ma, xb, mb, torch.tensor([y for _, _, y in items])
+def collate_pairs(items: list[tuple]):
+    """Pad both sides of a batch of pairs: `(xa, ma, xb, mb, labels)`, plus `(va, vb)` view ids when items carry them."""
+    xa, ma = pad_sets([it[0] for it in items])
+    xb, mb = pad_sets([it[1] for it in items])
+    batch = (xa, ma, xb, mb, torch.tensor([it[2] for it in items]))
+    if len(items[0]) == 3:
+        return batch
+    return (*batch, pad_ids([it[3] for it in items]), pad_ids([it[4] for it in items]))

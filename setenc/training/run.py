@@ -29,10 +29,11 @@ from setenc.evaluation.protocols import evaluate_vectors, make_protocols
 from setenc.heads import create_head
 from setenc.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
-from setenc.photos.tta import with_tta
+from setenc.photos.tta import TTA, with_tta
 from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
+from setenc.views import view_vocabulary
 
 
 def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbone=None):
@@ -131,14 +132,15 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
-    head_cfg = create_head(cfg.head, dim, **cfg.head_kwargs).config
+    vocab = training_views(cfg, train_cat)
+    head_cfg = create_head(cfg.head, dim, views=vocab, **cfg.head_kwargs).config
     module = SetModule(head_cfg, spec, dim, cfg.loss, cfg.loss_kwargs, cfg.lr, cfg.weight_decay, cfg.epochs)
     module.protocol = val_p
     has_params = any(p.requires_grad for p in module.head.parameters())
     kept, rank = cfg.epochs, 0
     if has_params:
-        kept, rank = _fit(cfg, module, SetDataModule(cfg, train_sets, train_cat, val_p), run_dir, resume,
-                          val_p is not None, trainer_options)
+        dm = SetDataModule(cfg, train_sets, train_cat, val_p, vocab, TTA.parse(cfg.tta).per_photo)
+        kept, rank = _fit(cfg, module, dm, run_dir, resume, val_p is not None, trainer_options)
     if rank:  # another data-parallel process: process 0 evaluates and writes
         return {"run_dir": str(run_dir), "rank": rank}
     if cfg.fast_dev_run:
@@ -148,7 +150,7 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
                 "split_seed": cfg.split_seed, "epochs": kept}
     encoder = SetEncoder(best, spec, dim, training=training)
-    enc = lambda sets: encoder.encode_sets(sets)  # noqa: E731
+    enc = lambda sets, views: encoder.encode_sets(sets, views=views)  # noqa: E731
     result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
               "epochs_kept": kept, "seconds": round(time.perf_counter() - t0, 1)}
     for split in ("val", "test"):
@@ -162,6 +164,18 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def training_views(cfg: TrainConfig, train_cat: Catalog) -> list[str] | None:
+    """The view vocabulary of a view-aware head (`cfg.views`): the training articles' tags; None when off."""
+    if not cfg.views:
+        return None
+    vocab = view_vocabulary(a.views for a in train_cat.articles)
+    if not vocab:
+        raise SetencError(f"{train_cat.name}: --views needs photo `views` tags, and no training article has any; "
+                          "train without --views, or tag the photos in the manifest")
+    print(f"[train] view-aware head: {len(vocab)} view tags of the training articles (+ unknown)")
+    return vocab
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -197,7 +211,9 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
         return
     old = yaml.safe_load(old_path.read_text()) or {}
     new = dataclasses.asdict(cfg)
-    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k not in VOLATILE and old.get(k) != new[k]]
+    default = dataclasses.asdict(TrainConfig())  # a key newer than the old run's config: its default
+    changed = [f"{k}: {old.get(k, default[k])!r} -> {new[k]!r}" for k in new
+               if k not in VOLATILE and old.get(k, default[k]) != new[k]]
     if changed:
         raise SetencError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:4])}); pass --run_name NAME "
                           "for a new folder, or delete that one")

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from setenc.matchers import unordered_matchers
+from setenc.matchers import list_matchers
 from setenc.training.config import TrainConfig, load_config
 
 
@@ -82,9 +82,12 @@ def head_row(cfg: TrainConfig, protocol: str = "group") -> dict:
 def run_sweep(config: str | None, heads: Sequence[str], folds: Sequence[int], seeds: Sequence[int],
               matchers: Sequence[str] | None = None, overrides: dict | None = None, protocol: str = "group",
               out: str | None = None, log=print) -> list[dict]:
-    """Records `{method, fold, seed, recall@1, map@r, seconds}`: matchers once per fold, heads per fold and seed."""
+    """Records `{method, fold, seed, recall@1, map@r, seconds}`: matchers once per fold, heads per fold and seed.
+
+    `matchers=None`: every matcher; one that needs view tags (`ordered`) only where every test article has them.
+    """
     records = []
-    matchers = unordered_matchers() if matchers is None else matchers
+    matchers = list_matchers() if matchers is None else matchers
     out = out or tempfile.mkdtemp(prefix="setenc-sweep-")
     for fold in folds:
         base = _run_config(config, dict(overrides or {}), fold, seeds[0], out)
