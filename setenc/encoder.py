@@ -5,6 +5,8 @@ photo-embedding dim — never an `nn.Module`, never backbone weights — and loa
 so a file carrying a pickle payload is refused. Lightning `.ckpt` files written by `setenc.training` load too.
 A checkpoint may also carry a title fusion (`setenc.fusion.Fusion`: the tuned photo weight and the title encoder's
 spec); `encode_articles(sets, titles)` then gives fused vectors, the ones an index of photos + titles holds.
+A learned fusion (a head trained with titles as a set element, `heads.create_head(..., titles=T)`) records its title
+encoder's spec instead, and `encode_articles(sets, titles)` feeds the titles to the head: same entry point.
 This module does not import Lightning.
 """
 
@@ -62,8 +64,14 @@ class SetEncoder(torch.nn.Module):
     """
 
     def __init__(self, head: SetHead, backbone: dict, dim: int, metrics: dict | None = None,
-                 training: dict | None = None, fusion: Fusion | None = None):
+                 training: dict | None = None, fusion: Fusion | None = None, text=None):
+        """`text`: a learned fusion's title encoder (a `TextEncoder`, or its spec from a checkpoint)."""
         super().__init__()
+        if (head.titles is None) != (text is None):
+            raise CheckpointError("a head that fuses titles needs its title encoder, and only such a head takes one")
+        if head.titles is not None and fusion is not None:
+            raise SetencError("this head fuses titles itself (learned fusion): it takes no late fusion on top")
+        self._text = text
         self.head, self.backbone_spec, self.dim, self.metrics = head, dict(backbone), int(dim), dict(metrics or {})
         self.training_info = dict(training or {})  # catalog + split it was trained on: evaluation holds them out
         self.fusion = fusion  # photos + titles late fusion, None = photos only
@@ -73,7 +81,8 @@ class SetEncoder(torch.nn.Module):
     def state(self) -> dict:
         return {"format": FORMAT, "head": self.head.config, "state_dict": self.head.state_dict(),
                 "backbone": self.backbone_spec, "dim": self.dim, "metrics": self.metrics,
-                "training": self.training_info, **({"fusion": self.fusion.state()} if self.fusion else {})}
+                "training": self.training_info, **({"fusion": self.fusion.state()} if self.fusion else {}),
+                **({"text": self._text if isinstance(self._text, dict) else self._text.spec()} if self._text else {})}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a crash leaves the previous file intact."""
@@ -95,7 +104,8 @@ class SetEncoder(torch.nn.Module):
         except (KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{path}: head weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
         fusion = Fusion.from_state(blob["fusion"]) if blob.get("fusion") else None
-        enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"), fusion)
+        enc = cls(head.eval(), blob["backbone"], blob["dim"], blob.get("metrics"), blob.get("training"), fusion,
+                  blob.get("text"))
         enc.checkpoint_sha256 = file_sha256(path)
         enc.checkpoint_path = str(path.resolve())  # an export records it, so its index can rebuild this encoder
         if backbone is not None:
@@ -138,25 +148,29 @@ class SetEncoder(torch.nn.Module):
 
     # -- encoding ------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
-        """Cached photo vectors `x (B, N, D)` + `mask (B, N)` (+ view ids `(B, N)`) -> one unit vector per set."""
+    def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None,
+                          titles: torch.Tensor | None = None) -> torch.Tensor:
+        """Cached photo vectors `x (B, N, D)` + `mask (B, N)` (+ view ids `(B, N)`, title vectors `(B, T)`) -> one
+        unit vector per set."""
         if x.shape[-1] != self.dim:
             raise CheckpointError(f"photo vectors are {x.shape[-1]}-d, this head takes {self.dim}-d")
-        return self.head(x, mask, views)
+        return self.head(x, mask, views, titles)
 
     def encode_sets(self, sets: Sequence[np.ndarray], batch_size: int = 256,
-                    views: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
+                    views: Sequence[Sequence[str] | None] | None = None, titles: np.ndarray | None = None) -> np.ndarray:
         """Per-set `(n_i, D)` photo vectors -> `(len(sets), E)` float32.
 
         `views`: per set its photos' view tags (or None); a view-aware head maps them to its vocabulary (unseen
-        tags: unknown), a tag-free head ignores them.
+        tags: unknown), a tag-free head ignores them. `titles`: `(len(sets), T)` title vectors for a learned
+        fusion (zero rows: no title; a `(0, D)` set is then a title-only article).
         """
         ids = None if self.head.views is None else sets_view_ids(sets, views, self.head.views, self.tta.per_photo)
         out = []
         for i in range(0, len(sets), batch_size):
-            x, mask = pad_sets(sets[i : i + batch_size])
+            x, mask = pad_sets(sets[i : i + batch_size], empty_ok=titles is not None)
             v = None if ids is None else pad_ids(ids[i : i + batch_size])
-            out.append(self.encode_embeddings(x, mask, v).numpy())
+            t = None if titles is None else torch.as_tensor(np.asarray(titles[i : i + batch_size], np.float32))
+            out.append(self.encode_embeddings(x, mask, v, t).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.head.out_dim), np.float32)
 
     @torch.inference_mode()
@@ -184,11 +198,22 @@ class SetEncoder(torch.nn.Module):
     # -- photos + titles -----------------------------------------------------------------------------
     def with_fusion(self, fusion: Fusion | None) -> "SetEncoder":
         """The same head and backbone with this title fusion (None: photos only); `save` records it."""
-        enc = SetEncoder(self.head, self.backbone_spec, self.dim, self.metrics, self.training_info, fusion)
+        enc = SetEncoder(self.head, self.backbone_spec, self.dim, self.metrics, self.training_info, fusion, self._text)
         enc._backbone = self._backbone
         enc.checkpoint_sha256 = getattr(self, "checkpoint_sha256", None)
         enc.checkpoint_path = getattr(self, "checkpoint_path", None)
         return enc
+
+    @property
+    def text(self):
+        """The title encoder: a late fusion's, or a learned fusion's (built from its spec on first use); else None."""
+        if self.fusion is not None:
+            return self.fusion.text
+        if isinstance(self._text, dict):
+            from setenc.text import text_encoder_from_spec
+
+            self._text = text_encoder_from_spec(self._text)
+        return self._text
 
     @property
     def out_dim(self) -> int:
@@ -197,34 +222,34 @@ class SetEncoder(torch.nn.Module):
 
     def encode_articles(self, sets: Sequence[np.ndarray | Sequence[str | os.PathLike | Image.Image] | None],
                         titles: Sequence[str | None] | None = None, cache_root: str | os.PathLike | None = None,
-                        batch_size: int = 256) -> np.ndarray:
+                        batch_size: int = 256, views: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
         """Articles (or queries) -> `(N, out_dim)`: what an index of this encoder holds and what searches it.
 
         Without a fusion: the set vectors (`titles` must be None). With one: `[√w·set, √(1−w)·title]`, where an
         article's missing side is zeros — a set of `None` (a title-only query), a title of `None` / "" or
-        `titles=None` (photos only) — so such a query ranks by the side it has.
+        `titles=None` (photos only) — so such a query ranks by the side it has. With a learned fusion the head
+        takes the title as one more set element: the same three cases, one set vector.
         Args:
             sets: per article `(n_i, D)` cached photo vectors, a list of photos (paths / PIL images), or None.
             cache_root: cache title vectors there (`setenc.titles`); None encodes them directly.
+            views: per article its photos' view tags, for a view-aware head (`encode_sets`).
         """
-        if self.fusion is None and titles is not None:
+        learned = self.head.titles is not None
+        if self.fusion is None and not learned and titles is not None:
             raise SetencError("this encoder has no title fusion (its checkpoint records none): encode photos only, "
                               "or use a checkpoint written by scripts/evaluate.py --text")
         if titles is not None and len(titles) != len(sets):
             raise SetencError(f"{len(sets)} articles but {len(titles)} titles: give one title (or None) per article")
         have = [i for i, s in enumerate(sets) if s is not None]
-        if self.fusion is None and len(have) < len(sets):
+        if self.fusion is None and not learned and len(have) < len(sets):
             raise SetencError("an article without photos needs a title fusion: this encoder is photos only")
         arrays = [sets[i] if isinstance(sets[i], np.ndarray) else self.embed_photos(list(sets[i])) for i in have]
         for i, a in zip(have, arrays):
             if len(a) == 0:
                 raise SetencError(f"article {i} has an empty photo set: give None for a title-only query")
-        vecs = np.zeros((len(sets), self.head.out_dim), np.float32)
-        if have:
-            vecs[have] = self.encode_sets(arrays, batch_size)
-        if self.fusion is None:
-            return vecs
-        text = self.fusion.text
+        if self.fusion is None and not learned:
+            return self.encode_sets(arrays, batch_size, views) if have else np.zeros((0, self.out_dim), np.float32)
+        text = self.text
         if titles is None:
             t = np.zeros((len(sets), text.dim), np.float32)
         elif cache_root is not None:
@@ -236,4 +261,12 @@ class SetEncoder(torch.nn.Module):
         empty = sorted(set(range(len(sets))) - set(have) - set(np.flatnonzero(np.abs(t).sum(1) > 0).tolist()))
         if empty:
             raise SetencError(f"article {empty[0]} has neither photos nor a title: nothing to encode")
+        if learned:  # photos and title are one set: a missing side is simply not an element
+            full = [np.zeros((0, self.dim), np.float32)] * len(sets)
+            for i, a in zip(have, arrays):
+                full[i] = a
+            return self.encode_sets(full, batch_size, views, t)
+        vecs = np.zeros((len(sets), self.head.out_dim), np.float32)
+        if have:
+            vecs[have] = self.encode_sets(arrays, batch_size, [views[i] for i in have] if views else None)
         return self.fusion.combine(vecs, t)

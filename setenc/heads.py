@@ -9,6 +9,10 @@ wrapper head or a per-head option, so every head composes with it and its config
 adds a learned per-tag vector (`setenc.views.ViewEmbedding`, zero at init) to each photo before its own pooling;
 the ids come with the batch, `forward(x, mask, views)`, and `forward(x, mask)` means every photo is "unknown".
 The tag vocabulary is the `views` option, so checkpoints carry it in the head config. A tag-free head ignores ids.
+
+Learned fusion of titles (`create_head(name, in_dim, titles=T)`, any head, the same way): the article's title
+vector joins the set as one more element, `forward(x, mask, views, titles)` (`TitleElement`); an article without a
+title (a zero row, or `titles=None`) simply has no such element, and a title-only article has no photo rows.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 from setenc.errors import SetencError
 from setenc.registry import Registry
 from setenc.sets import check_sets, masked_mean, masked_sum
-from setenc.views import ViewEmbedding
+from setenc.views import TitleElement, ViewEmbedding
 
 
 def identity_init_(linear: nn.Linear) -> None:
@@ -57,11 +61,22 @@ class SetHead(nn.Module):
         self.out_dim = int(out_dim)
         self._options = dict(options or {})
         self.view_embed: ViewEmbedding | None = None
+        self.title_element: TitleElement | None = None
 
     def add_views(self, vocab: list[str]) -> None:
         """Make the head view-aware over these tags (`create_head(..., views=vocab)` calls it)."""
         self.view_embed = ViewEmbedding(vocab, self.in_dim)
         self._options["views"] = list(vocab)
+
+    def add_titles(self, dim: int) -> None:
+        """Take a `dim`-d title vector as one more set element (`create_head(..., titles=dim)` calls it)."""
+        self.title_element = TitleElement(dim, self.in_dim)
+        self._options["titles"] = int(dim)
+
+    @property
+    def titles(self) -> int | None:
+        """The title-vector size this head fuses (learned fusion); None for a photos-only head."""
+        return None if self.title_element is None else self.title_element.dim
 
     @property
     def views(self) -> list[str] | None:
@@ -73,11 +88,17 @@ class SetHead(nn.Module):
         """Plain constructor arguments; `create_head(**head.config)` rebuilds the same architecture."""
         return {"name": self.name, "in_dim": self.in_dim, **self._options}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.views`; ignored by a tag-free head)."""
-        check_sets(x, mask, self.in_dim)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None,
+                titles: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.views`; ignored by a tag-free head),
+        titles (B, T) title vectors, zero rows = no title (ignored by a photos-only head)."""
+        fuse = self.title_element is not None and titles is not None
+        check_sets(x, mask, self.in_dim, empty_ok=fuse)  # with titles a set may hold its title alone
         if self.view_embed is not None:
             x = self.view_embed(x, views)
+        if fuse:
+            x, mask = self.title_element(x, mask, titles)
+            check_sets(x, mask, what="photos + titles")  # each article needs photos or a title
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, N, D) padded slots may hold anything
         return F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
 
@@ -299,13 +320,14 @@ def list_heads() -> list[str]:
     return HEADS.names()
 
 
-def create_head(name: str, in_dim: int, views: list[str] | None = None, **kw) -> SetHead:
+def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: int | None = None, **kw) -> SetHead:
     """Build a head by name, e.g. `create_head("pma", 1280, encoder="sab", seeds=3)`.
 
     Args:
         name: one of `list_heads()`.
         in_dim: width of the photo vectors (the backbone's embedding dim).
         views: view tags to learn a vector for (a view-aware head, `setenc.views`); None = tag-free.
+        titles: size of the title vectors to fuse as one more set element (learned fusion); None = photos only.
         **kw: the head's options; unknown ones are an error, not silently ignored.
     """
     for old, new in LEGACY_OPTIONS.get(name, {}).items():
@@ -314,4 +336,6 @@ def create_head(name: str, in_dim: int, views: list[str] | None = None, **kw) ->
     head = HEADS.create(name, in_dim, **kw)
     if views is not None:
         head.add_views(list(views))
+    if titles is not None:
+        head.add_titles(titles)
     return head

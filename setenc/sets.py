@@ -15,13 +15,17 @@ import torch
 from setenc.errors import SetencError
 
 
-def pad_sets(sets: Sequence[np.ndarray | torch.Tensor], max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack variable-size `(n_i, D)` sets into `x (B, N, D)` with a `mask (B, N)` that is True on real photos."""
+def pad_sets(sets: Sequence[np.ndarray | torch.Tensor], max_len: int | None = None,
+             empty_ok: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack variable-size `(n_i, D)` sets into `x (B, N, D)` with a `mask (B, N)` that is True on real photos.
+
+    `empty_ok`: `(0, D)` sets give all-False mask rows (title-only articles of a learned fusion: `setenc.heads`).
+    """
     if not sets:
         raise ValueError("pad_sets needs at least one set")
     for i, s in enumerate(sets):
         shape = tuple(np.shape(s))
-        if len(shape) != 2 or shape[0] == 0:
+        if len(shape) != 2 or (shape[0] == 0 and not empty_ok):
             raise ValueError(f"set {i} must be a non-empty (n, D) array, got shape {shape}")
     if all(isinstance(s, np.ndarray) for s in sets):
         return _pad_arrays(sets, max_len)
@@ -58,9 +62,11 @@ def pad_ids(ids: Sequence[np.ndarray], max_len: int | None = None) -> torch.Tens
     return out
 
 
-def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None, what: str = "sets") -> torch.Tensor:
+def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None, what: str = "sets",
+               empty_ok: bool = False) -> torch.Tensor:
     """Fail early, with a message, on a batch nothing can pool: wrong shapes, a non-bool mask, an empty set.
 
+    `empty_ok`: empty sets pass (a head that adds a title element checks the sets again after adding it).
     Returns the mask (bool), so callers can write `mask = check_sets(x, mask)`.
     """
     if x.dim() != 3:
@@ -71,7 +77,7 @@ def check_sets(x: torch.Tensor, mask: torch.Tensor, in_dim: int | None = None, w
     if in_dim is not None and x.shape[-1] != in_dim:
         raise ValueError(f"this head takes {in_dim}-d photo vectors but got {x.shape[-1]}-d ones: "
                          "use a head trained on the same backbone")
-    empty = (~mask.any(dim=1)).nonzero()[:, 0].tolist()
+    empty = [] if empty_ok else (~mask.any(dim=1)).nonzero()[:, 0].tolist()
     if empty:
         raise SetencError(f"{what}: empty set at batch index {empty[0]} (all {len(empty)}: {empty[:10]}): every "
                           "article needs at least one photo; drop articles without photos or give them photos")

@@ -1,4 +1,6 @@
-"""View tags as ids, and the learned view embedding a view-aware head adds to each photo before pooling.
+"""What a head learns about a set's elements beyond their photo vectors: view tags and the title element.
+
+View tags as ids, and the learned view embedding a view-aware head adds to each photo before pooling.
 
 A catalogue may tag each photo with a view (`front`, `side`, ...: `Article.views`). A view-aware head learns one
 vector per tag of its training catalogue plus one for "unknown", and adds the photo's vector before pooling:
@@ -62,3 +64,31 @@ class ViewEmbedding(nn.Module):
             raise ValueError(f"view ids {tuple(ids.shape)} must match the photos {tuple(x.shape[:2])}")
         known = (ids >= 0) & (ids <= len(self.vocab))  # anything else (-1 = no tag, as matchers write it): unknown
         return x + self.table(torch.where(known, ids, UNKNOWN))
+
+
+class TitleElement(nn.Module):
+    """Learned fusion: an article's title vector as one more set element, `W·title + modality`, pooled with the
+    photos by the head's own pooling and trained with its contrastive loss.
+
+    `W` (title dim -> photo dim) and the modality vector start at zero, so an untrained `mean` / `proj` head ranks
+    by the photos exactly as its photos-only self (a zero element only rescales the mean); a zero title row adds
+    no element.
+    """
+
+    def __init__(self, dim: int, photo_dim: int):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"title vectors must have a positive size, got {dim}")
+        self.dim = int(dim)
+        self.proj = nn.Linear(dim, photo_dim, bias=False)
+        self.modality = nn.Parameter(torch.zeros(photo_dim))
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, titles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, D), (B, N), (B, T) -> the sets with the title appended: (B, N + 1, D), (B, N + 1)."""
+        if titles.shape != (x.shape[0], self.dim):
+            raise ValueError(f"titles {tuple(titles.shape)} must be ({x.shape[0]}, {self.dim}): one title vector per set")
+        titles = titles.to(x.dtype)
+        element = self.proj(titles) + self.modality  # (B, D)
+        has = titles.abs().sum(dim=1) > 0  # (B,) zero row = no title
+        return torch.cat([x, element[:, None]], dim=1), torch.cat([mask, has[:, None]], dim=1)

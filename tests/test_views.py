@@ -111,13 +111,14 @@ def test_pairs_carry_each_photos_tag_along(tiny_catalog):
     ids = [np.array([10 * i + k for k in range(len(s))]) for i, s in enumerate(sets)]
     ds = PairDataset(sets, cat, dropout=0.5, views=ids)
     items = [ds[k] for k in range(len(ds))]
-    for a, b, _, va, vb in items:
+    for a, b, _, va, vb, _, _ in items:
         for s, v in ((a, va), (b, vb)):
             np.testing.assert_array_equal(10 * s[:, 0] + s[:, 1], v)
     batch = collate_pairs(items)
-    assert len(batch) == 7 and batch[5].shape == batch[1].shape and batch[6].shape == batch[3].shape
+    assert len(batch) == 9 and batch[5].shape == batch[1].shape and batch[6].shape == batch[3].shape
+    assert batch[7] is None and batch[8] is None  # no titles
     plain = PairDataset(sets, cat, dropout=0.5)  # the same draws with and without ids
-    for k, (a, b, y, _, _) in enumerate(items):
+    for k, (a, b, y, *_) in enumerate(items):
         pa, pb, py = plain[k]
         np.testing.assert_array_equal(pa, a) and np.testing.assert_array_equal(pb, b)
         assert py == y

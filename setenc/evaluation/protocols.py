@@ -133,9 +133,11 @@ def make_protocols(sets: list[np.ndarray], catalog: Catalog, names=PROTOCOLS, se
 
 
 def evaluate_vectors(encode, protocol: Protocol) -> dict:
-    """Metrics of a set-vector method: `encode(list of (n_i, D) sets, their view tags or None) -> (len, E)` unit
-    vectors, ranked by cosine in bounded memory (no (Q, G) matrix)."""
+    """Metrics of a set-vector method: `encode(list of (n_i, D) sets, their view tags or None, article ids) ->
+    (len, E)` unit vectors (the ids find what else an article brings: its title), ranked by cosine in bounded memory
+    (no (Q, G) matrix)."""
     from setenc.evaluation.metrics import vector_metrics
 
-    q, g = encode(protocol.queries, protocol.q_views), encode(protocol.gallery, protocol.g_views)
+    p = protocol
+    q, g = encode(p.queries, p.q_views, p.q_ids), encode(p.gallery, p.g_views, p.g_ids)
     return vector_metrics(q, g, protocol.q_labels, protocol.g_labels, exclude=protocol.exclude)

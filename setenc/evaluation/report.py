@@ -125,14 +125,23 @@ def evaluate_sets(
             rows.append(_row(name, p, metrics, seconds, m.describe() if m.tunable else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():
-            g = enc.encode_sets(p.gallery, views=p.g_views)  # index time, not query time
+            encode = set_vectors(enc, catalog)
+            g = encode(p.gallery, p.g_views, p.g_ids)  # index time, not query time
             t = time.perf_counter()
-            q = enc.encode_sets(p.queries, views=p.q_views)
+            q = encode(p.queries, p.q_views, p.q_ids)
             metrics = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)  # ranks: part of query time
             rows.append(_row(name, p, metrics, time.perf_counter() - t))
             if len(q) * len(g) <= KEEP_SCORES:
                 scores[(name, p.name)] = q @ g.T
     return rows, scores
+
+
+def set_vectors(enc: SetEncoder, catalog: Catalog):
+    """`(sets, view tags, article ids) -> vectors` of an encoder; a learned fusion's head takes each title too."""
+    if enc.head.titles is None:
+        return lambda sets, views, ids: enc.encode_sets(sets, views=views)
+    title = {a.id: a.title for a in catalog.articles}
+    return lambda sets, views, ids: enc.encode_articles(sets, [title[i] for i in ids], views=views)
 
 
 def _row(method: str, p: Protocol, m: dict, seconds: float, options: str | None = None) -> dict:

@@ -49,6 +49,8 @@ def tune_fusions(text: TextEncoder, methods: dict[str, SetEncoder], sets: list[n
     tq, tg = by_id(p.q_ids), by_id(p.g_ids)
     out = {}
     for name, enc in methods.items():
+        if enc.head.titles is not None:
+            continue  # a learned fusion takes the title itself: its own row already uses it
         w, rows = tune_weight(enc.encode_sets(p.queries), enc.encode_sets(p.gallery), tq, tg, p.q_labels, p.g_labels,
                               p.exclude)
         grid = {str(r["alpha"]): {k: round(float(r[k]), 4) for k in ("recall@1", "map@r")} for r in rows}

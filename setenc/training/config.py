@@ -39,6 +39,13 @@ class TrainConfig:
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
     views: bool = _f(False, "view-aware head: a learned vector per photo `views` tag of the training articles (plus "
                      "one for unknown / untagged), zero at init, added to each photo before pooling (setenc/views.py)")
+    text: str | None = _f(None, "title encoder for a learned fusion (tfidf | minilm | clip-text): each article's "
+                          "title vector joins its set as one more element (docs/titles.md); null = photos only")
+    text_kwargs: dict = _f({}, "title encoder options, e.g. {model: path/to/minilm}")
+    fusion: str | None = _f(None, "learned: train the head on photos + title (needs text); null = photos only (late "
+                            "fusion is tuned at evaluation: scripts/evaluate.py --text)")
+    modality_dropout: float = _f(0.2, "learned fusion: chance a training set loses its title, and (separately) that "
+                                 "it keeps only its title, so photos-only and title-only queries work")
     loss: str = _f("infonce", "contrastive loss: infonce | supcon")
     loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
     positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")
@@ -108,6 +115,7 @@ CHOICES = {  # fields with a fixed set of values (registry names are checked aga
     "split_by": ("group", "article", "auto"),
     "monitor": ("val/recall@1", "val/map@r"),
     "logger": ("csv", "wandb", "both", "none"),
+    "fusion": (None, "learned"),
 }
 
 
@@ -123,9 +131,16 @@ def check_config(cfg: TrainConfig) -> None:
     BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
     if cfg.tta is not None:
         TTA.parse(cfg.tta)
+    if (cfg.text is None) != (cfg.fusion is None):
+        raise SetencError(f"text={cfg.text!r}, fusion={cfg.fusion!r}: a learned fusion of titles needs both, e.g. "
+                          "--text tfidf --fusion learned (late fusion: scripts/evaluate.py --text)")
+    if cfg.text is not None:
+        from setenc.text import TEXT_ENCODERS
+
+        TEXT_ENCODERS.check_options(TEXT_ENCODERS.check(cfg.text), cfg.text_kwargs)
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
-            raise SetencError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+            raise SetencError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(map(str, allowed))}")
     split = cfg.split
     if split is not None and (len(split) != 3 or not all(isinstance(v, (int, float)) and v >= 0 for v in split)
                               or abs(sum(split) - 1) > 1e-6):
@@ -138,6 +153,9 @@ def check_config(cfg: TrainConfig) -> None:
             raise SetencError(f"config key {key!r}: {getattr(cfg, key)} must be >= {low}")
     if not cfg.lr > 0 or cfg.weight_decay < 0:
         raise SetencError(f"lr={cfg.lr} must be > 0 and weight_decay={cfg.weight_decay} >= 0")
+    if not 0 <= cfg.modality_dropout <= 0.5:
+        raise SetencError(f"modality_dropout={cfg.modality_dropout} must be in [0, 0.5] (it is drawn twice: no "
+                          "title, title only)")
     if not 0 <= cfg.photo_dropout < 1 or not 0 <= cfg.subset_prob <= 1:
         raise SetencError(f"photo_dropout={cfg.photo_dropout} must be in [0, 1) and subset_prob={cfg.subset_prob} "
                           "in [0, 1]")

@@ -47,16 +47,16 @@ class SetModule(pl.LightningModule):
         self.protocol: Protocol | None = None
 
     def training_step(self, batch, batch_idx):
-        xa, ma, xb, mb, labels, *views = batch  # views: (va, vb) ids for a view-aware head
-        va, vb = views or (None, None)
-        za, zb, labels = global_batch(self.head(xa, ma, va), self.head(xb, mb, vb), labels)  # (B, E), all processes
+        xa, ma, xb, mb, labels, *extra = batch  # extra: view ids, title vectors (`collate_pairs`)
+        va, vb, ta, tb = extra or (None,) * 4
+        za, zb, labels = global_batch(self.head(xa, ma, va, ta), self.head(xb, mb, vb, tb), labels)  # (B, E) each
         loss = self.loss(za, zb, labels)  # one call shape for every loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        chunk, x, mask, views = batch
-        self._val.append((int(chunk), self.head(x, mask, views).detach().cpu()))
+        chunk, x, mask, views, titles = batch
+        self._val.append((int(chunk), self.head(x, mask, views, titles).detach().cpu()))
 
     def on_validation_epoch_end(self):
         m = self.validation_metrics()
@@ -145,14 +145,16 @@ class SetDataModule(pl.LightningDataModule):
     """Training pairs from the train split; validation = one retrieval protocol on the val split."""
 
     def __init__(self, cfg: TrainConfig, train_sets, train_cat: Catalog, val_protocol: Protocol | None,
-                 views: list[str] | None = None, per_photo: int = 1):
-        """`views`: the view-aware head's tag vocabulary (None: tag-free); `per_photo`: set rows per photo (TTA)."""
+                 views: list[str] | None = None, per_photo: int = 1, titles=None):
+        """`views`: the view-aware head's tag vocabulary (None: tag-free); `per_photo`: set rows per photo (TTA);
+        `titles`: a learned fusion's title vectors, `ids -> (n, T)` (None: photos only)."""
         super().__init__()
-        self.cfg, self.vocab, self.per_photo = cfg, views, per_photo
+        self.cfg, self.vocab, self.per_photo, self.titles = cfg, views, per_photo, titles
         ids = None if views is None else sets_view_ids(train_sets, [a.views for a in train_cat.articles], views,
                                                         per_photo)
         self.pairs = PairDataset(train_sets, train_cat, cfg.positives, cfg.max_photos, cfg.photo_dropout,
-                                 cfg.subset_prob, cfg.seed, cfg.cross_session, ids)
+                                 cfg.subset_prob, cfg.seed, cfg.cross_session, ids,
+                                 None if titles is None else titles(train_cat.ids), cfg.modality_dropout)
         self.val_protocol = val_protocol
 
     def train_dataloader(self):
@@ -168,6 +170,7 @@ class SetDataModule(pl.LightningDataModule):
         if self.vocab is not None and p is not None:
             ids = sets_view_ids(sets, [*(p.q_views or [None] * len(p.queries)), *(p.g_views or [None] * len(p.gallery))],
                                 self.vocab, self.per_photo)
-        chunks = [(k, *pad_sets(sets[i : i + 512]), None if ids is None else pad_ids(ids[i : i + 512]))
-                  for k, i in enumerate(range(0, len(sets), 512))]
+        t = None if self.titles is None or p is None else torch.as_tensor(self.titles(p.q_ids + p.g_ids))
+        chunks = [(k, *pad_sets(sets[i : i + 512]), None if ids is None else pad_ids(ids[i : i + 512]),
+                   None if t is None else t[i : i + 512]) for k, i in enumerate(range(0, len(sets), 512))]
         return DataLoader(chunks, batch_size=None)  # numbered: processes each embed a shard, then gather in order

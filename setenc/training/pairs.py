@@ -51,6 +51,9 @@ class PairDataset(Dataset):
             when the article has such partners: same-session photos are near-duplicates (same shelf, same light),
             while test positives come from other sessions (neutral on grocery: 0.926 R@1 either way).
         views: per-article `(n_i,)` view ids aligned with `sets`; items then carry the sampled photos' ids.
+        titles: `(len(sets), T)` title vectors (zero rows: no title) for a learned fusion; items then carry them.
+        modality_dropout: with titles, the chance a sampled set loses its title, and (separately) the chance it
+            keeps only its title, so the head also learns photos-only and title-only queries.
     """
 
     def __init__(
@@ -64,9 +67,12 @@ class PairDataset(Dataset):
         seed: int = 0,
         cross_session: bool = True,
         views: Sequence[np.ndarray] | None = None,
+        titles: np.ndarray | None = None,
+        modality_dropout: float = 0.0,
     ):
         self.sets, self.catalog = list(sets), catalog
         self.views = None if views is None else list(views)
+        self.titles, self.modality_dropout = titles, modality_dropout
         self.mode, self.max_photos, self.dropout, self.subset_prob, self.seed = mode, max_photos, dropout, subset_prob, seed
         self.epoch = 0
         index = {a.id: i for i, a in enumerate(catalog.articles)}
@@ -113,7 +119,8 @@ class PairDataset(Dataset):
         return len(self.anchors)
 
     def __getitem__(self, k: int) -> tuple:
-        """`(a, b, label)`: two (n, D) sets; with view ids `(a, b, label, a_ids, b_ids)`."""
+        """`(a, b, label)`: two (n, D) sets; with view ids or titles `(a, b, label, a_ids, b_ids, a_title, b_title)`,
+        None for what is not used. A title-only side is a `(0, D)` set."""
         i = self.anchors[k]
         rng = np.random.default_rng((self.seed, self.epoch, i))
         kinds = self._kinds(i)
@@ -125,8 +132,24 @@ class PairDataset(Dataset):
             j = pool[int(rng.integers(len(pool)))]
             a, b = np.arange(len(self.sets[i])), np.arange(len(self.sets[j]))
         a, b = (augment(s, rng, self.max_photos, self.dropout) for s in (a, b))
-        item = (self.sets[i][a], self.sets[j][b], self.labels[i])
-        return item if self.views is None else (*item, self.views[i][a], self.views[j][b])
+        if self.views is None and self.titles is None:
+            return self.sets[i][a], self.sets[j][b], self.labels[i]
+        ta = tb = None
+        if self.titles is not None:
+            (a, ta), (b, tb) = (self._drop_modality(s, self.titles[n], rng) for s, n in ((a, i), (b, j)))
+        ids = (None, None) if self.views is None else (self.views[i][a], self.views[j][b])
+        return self.sets[i][a], self.sets[j][b], self.labels[i], *ids, ta, tb
+
+    def _drop_modality(self, photos: np.ndarray, title: np.ndarray, rng: np.random.Generator):
+        """(photo positions, title vector) of one side after modality dropout: no title, or the title alone."""
+        if not title.any() or not self.modality_dropout:
+            return photos, title
+        r = rng.random()
+        if r < self.modality_dropout:
+            return photos, np.zeros_like(title)
+        if r < 2 * self.modality_dropout:
+            return photos[:0], title
+        return photos, title
 
 
 def _session(article) -> str | None:
@@ -135,10 +158,15 @@ def _session(article) -> str | None:
 
 
 def collate_pairs(items: list[tuple]):
-    """Pad both sides of a batch of pairs: `(xa, ma, xb, mb, labels)`, plus `(va, vb)` view ids when items carry them."""
-    xa, ma = pad_sets([it[0] for it in items])
-    xb, mb = pad_sets([it[1] for it in items])
+    """Pad both sides of a batch of pairs: `(xa, ma, xb, mb, labels)`, plus `(va, vb, ta, tb)` (view ids, title
+    vectors; None where items carry none) when items carry either."""
+    empty_ok = len(items[0]) > 3 and items[0][5] is not None  # with titles a side may be its title alone
+    xa, ma = pad_sets([it[0] for it in items], empty_ok=empty_ok)
+    xb, mb = pad_sets([it[1] for it in items], empty_ok=empty_ok)
     batch = (xa, ma, xb, mb, torch.tensor([it[2] for it in items]))
     if len(items[0]) == 3:
         return batch
-    return (*batch, pad_ids([it[3] for it in items]), pad_ids([it[4] for it in items]))
+    extra = [None if items[0][k] is None else
+             pad_ids([it[k] for it in items]) if k < 5 else torch.as_tensor(np.stack([it[k] for it in items]))
+             for k in (3, 4, 5, 6)]
+    return (*batch, *extra)

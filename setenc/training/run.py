@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -133,13 +134,14 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     save_config(cfg, run_dir / "config.yaml")
 
     vocab = training_views(cfg, train_cat)
-    head_cfg = create_head(cfg.head, dim, views=vocab, **cfg.head_kwargs).config
+    text, titles = training_titles(cfg, catalog)
+    head_cfg = create_head(cfg.head, dim, views=vocab, titles=text and text.dim, **cfg.head_kwargs).config
     module = SetModule(head_cfg, spec, dim, cfg.loss, cfg.loss_kwargs, cfg.lr, cfg.weight_decay, cfg.epochs)
     module.protocol = val_p
     has_params = any(p.requires_grad for p in module.head.parameters())
     kept, rank = cfg.epochs, 0
     if has_params:
-        dm = SetDataModule(cfg, train_sets, train_cat, val_p, vocab, TTA.parse(cfg.tta).per_photo)
+        dm = SetDataModule(cfg, train_sets, train_cat, val_p, vocab, TTA.parse(cfg.tta).per_photo, titles)
         kept, rank = _fit(cfg, module, dm, run_dir, resume, val_p is not None, trainer_options)
     if rank:  # another data-parallel process: process 0 evaluates and writes
         return {"run_dir": str(run_dir), "rank": rank}
@@ -149,14 +151,18 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     best = module.head.eval()
     training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
                 "split_seed": cfg.split_seed, "epochs": kept}
-    encoder = SetEncoder(best, spec, dim, training=training)
-    enc = lambda sets, views: encoder.encode_sets(sets, views=views)  # noqa: E731
+    encoder = SetEncoder(best, spec, dim, training=training, text=text)
+    enc = lambda sets, views, ids: encoder.encode_sets(  # noqa: E731
+        sets, views=views, titles=None if titles is None else titles(ids))
     result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
               "epochs_kept": kept, "seconds": round(time.perf_counter() - t0, 1)}
+    rounded = lambda m: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}  # noqa: E731
     for split in ("val", "test"):
         for p in (test_ps if split == "test" else make_protocols(*data[split]) if data[split][0] else []):
-            m = evaluate_vectors(enc, p)
-            result[f"{split}/{p.name}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+            result[f"{split}/{p.name}"] = rounded(evaluate_vectors(enc, p))
+            if titles is not None and p.name == "group":  # what a query with one side only finds
+                for side, m in one_sided_queries(encoder, p, titles).items():
+                    result[f"{split}/{p.name}:{side}"] = rounded(m)
     encoder.metrics = {k: v for k, v in result.items() if "/" in k}
     if heldout is not None:
         encoder.metrics["heldout"] = heldout
@@ -176,6 +182,43 @@ def training_views(cfg: TrainConfig, train_cat: Catalog) -> list[str] | None:
                           "train without --views, or tag the photos in the manifest")
     print(f"[train] view-aware head: {len(vocab)} view tags of the training articles (+ unknown)")
     return vocab
+
+
+def training_titles(cfg: TrainConfig, catalog: Catalog):
+    """A learned fusion's title encoder and `ids -> (n, T)` title vectors (cached); (None, None) without one.
+
+    The encoder is fitted label-free on every title of the catalogue, as `scripts/evaluate.py --text` does for late
+    fusion, so the two are compared on the same title vectors.
+    """
+    if cfg.fusion is None:
+        return None, None
+    from setenc.evaluation.titles import check_titles
+    from setenc.text import create_text_encoder
+    from setenc.titles import title_vectors
+
+    n = check_titles(catalog)
+    text = create_text_encoder(cfg.text, **cfg.text_kwargs).fit([a.title for a in catalog.articles])
+    vecs = title_vectors([a.title for a in catalog.articles], text, cfg.cache or cache_dir("embeddings"))
+    row = {a.id: i for i, a in enumerate(catalog.articles)}
+    print(f"[train] learned fusion: {text.id} title vectors ({text.dim}-d) of {n} titled articles join their sets")
+    return text, lambda ids: vecs[[row[i] for i in ids]]
+
+
+def one_sided_queries(encoder: SetEncoder, p, titles) -> dict[str, dict]:
+    """Metrics of photos-only and title-only queries (each query with a title) against the gallery with both."""
+    from setenc.evaluation.metrics import vector_metrics
+
+    g = encoder.encode_sets(p.gallery, views=p.g_views, titles=titles(p.g_ids))
+    tq = titles(p.q_ids)
+    keep = np.flatnonzero(np.abs(tq).sum(1) > 0)
+    queries = {"photos": (encoder.encode_sets(p.queries, views=p.q_views, titles=np.zeros_like(tq)), np.arange(len(tq))),
+               "title": (encoder.encode_sets([p.queries[i][:0] for i in keep], titles=tq[keep]), keep)}
+    out = {}
+    for side, (q, rows) in queries.items():
+        if len(rows):
+            out[side] = vector_metrics(q, g, [p.q_labels[i] for i in rows], p.g_labels,
+                                       exclude=None if p.exclude is None else p.exclude[rows])
+    return out
 
 
 def summary_lines(result: dict) -> list[str]:
