@@ -5,6 +5,11 @@ Without --checkpoint: the parameter-free `--head mean` on `--backbone`; without 
 photos: replaced in place, new ones added, the rest kept); `--delete ID [ID ...]` (or `--delete @ids.txt`, one id a
 line) removes articles, needing no encoder. Edits never re-encode the articles they keep. Search with
 scripts/search.py.
+
+A fused checkpoint (photos + titles, written by `scripts/evaluate.py --text` as OUT/fused/*.pt) exports fused
+article vectors of the catalog's photos and titles (articles without a title get a zero title part); the manifest
+records the fusion, and searches may then add or use a title (`search.py --title`). Every export also keeps the
+articles' metadata (group and other catalog fields) for `search.py --where`.
 """
 
 import argparse
@@ -69,8 +74,10 @@ def main() -> None:
                      checkpoint_path=args.checkpoint, update=args.update, shards=args.shards)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
     photos = f", {m['photos']['count']} photo vectors" if m.get("photos") else ", no photo vectors"
+    fusion = f" + titles ({m['fusion']['text']}, w={m['fusion']['weight']})" if m.get("fusion") else ""
+    keys = f", metadata {', '.join(m['metadata']['keys'])}" if m.get("metadata") and m["metadata"]["keys"] else ""
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}){photos}, {m['dim']}-d {m['dtype']}, index "
-          f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}, "
+          f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}{fusion}{keys}, "
           f"{time.perf_counter() - start:.1f}s")
     for line in m["skipped_photos"]:
         print(f"  {line}")

@@ -5,8 +5,11 @@ article of the export (itself left out); `--queries FILE.jsonl` answers many que
 JSON result a line (to --out, default stdout; format in setenc/queries.py). `--rerank NAME` re-scores the top
 --candidates set-vector hits with a matcher on their photos (--weight: share of the set-vector score, 1 = set
 vector only); `--multivector AGG` searches every photo on its own instead (AGG: max or a matcher name).
-Photo queries need the export's encoder: it is rebuilt from the manifest (parameter-free head, or the recorded
-checkpoint while it is unchanged); otherwise pass --checkpoint.
+`--where KEY=VALUE` keeps only articles whose metadata match (repeat it: keys AND, a repeated key any of its
+values; e.g. `--where group=Shoes --where group=Sandals`); with --queries it applies to every line. On an export made
+with a fused checkpoint (photos + titles), `--title TEXT` adds a title to the query photos, or is the query alone.
+Photo and title queries need the export's encoder: it is rebuilt from the manifest (parameter-free head, or the
+recorded checkpoint while it is unchanged); otherwise pass --checkpoint.
 """
 
 import argparse
@@ -29,17 +32,25 @@ def main() -> None:
     p.add_argument("--rerank", default=None, help="matcher re-scoring the set-vector candidates (e.g. chamfer)")
     p.add_argument("--candidates", type=int, default=200, help="set-vector hits re-scored with --rerank")
     p.add_argument("--weight", type=float, default=0.0, help="with --rerank: set-vector share of the score")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only articles with this metadata (repeatable: keys AND, a repeated key OR)")
+    p.add_argument("--title", default=None, help="the query's title (an export of a fused checkpoint)")
     p.add_argument("--multivector", default=None, metavar="AGG", help="multi-vector search, aggregated by AGG")
     p.add_argument("--checkpoint", default=None, help="the head the export was built with (when it moved)")
     p.add_argument("--catalog", default=None, help="manifest for titles and photos (default: the export's catalog)")
     p.add_argument("--png", default=None, help="also draw the query photos and each neighbour's photos here")
     args = p.parse_args()
     from setenc.errors import SetencError
+    from setenc.filters import parse_where
 
-    if sum(map(bool, (args.photos, args.id, args.queries))) != 1:
-        raise SetencError("give the query photos, --id ID or --queries FILE (exactly one)")
-    if args.multivector and (args.queries or args.rerank):
-        raise SetencError("--multivector searches photos or --id on its own: drop --queries / --rerank")
+    if sum(map(bool, (args.photos or args.title, args.id, args.queries))) != 1:
+        raise SetencError("give the query photos and / or --title, --id ID or --queries FILE (exactly one)")
+    if args.title is not None and not args.title.strip():
+        raise SetencError("--title is empty: give the query's title text")
+    if args.multivector and (args.queries or args.rerank or args.where or args.title):
+        raise SetencError("--multivector searches photos or --id on its own: drop --queries / --rerank / --where / "
+                          "--title")
+    where = parse_where(args.where)
 
     from setenc.catalogs import load_catalog
     from setenc.index import SetIndex
@@ -48,7 +59,8 @@ def main() -> None:
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)
-    options = {"rerank": args.rerank, "candidates": args.candidates, "weight": args.weight}
+    index.selector(where)  # a bad --where fails before any photo is embedded
+    options = {"rerank": args.rerank, "candidates": args.candidates, "weight": args.weight, "where": where}
     if args.queries:
         queries = read_queries(args.queries, index, rerank=args.rerank is not None)
         with open(args.out, "w") if args.out else nullcontext(sys.stdout) as out:
@@ -65,7 +77,7 @@ def main() -> None:
     elif args.id:
         hits = index.similar(args.id, k=args.k, **options)
     else:
-        hits = index.search(query, k=args.k, **options)
+        hits = index.search(query or None, k=args.k, title=args.title, **options)
     source = args.catalog or index.manifest.get("catalog")
     articles = {a.id: a for a in load_catalog(source)} if source and Path(source).exists() else {}
     print(f"{'rank':>4}  {'id':<24} {'score':>7}  title")

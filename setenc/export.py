@@ -7,6 +7,10 @@ re-adding is cheap next to encoding, and the result equals a full export of the 
 HNSW indexes. A trained index (IVF, PQ) keeps its training, as with `append`: re-export once the catalogue has
 changed several-fold. Every edit is written by the same crash-safe swap as an export (`store.write_export`), so
 the manifest's checksums always describe the files beside it.
+
+An export also keeps each article's filterable metadata (`setenc.filters`: `where=` needs no catalogue later), and
+an encoder with a title fusion (a checkpoint of `scripts/evaluate.py --text`) exports fused vectors of the
+catalogue's photos and titles (`SetEncoder.encode_articles`), recorded in the manifest's `fusion`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from setenc.ann import build_index, refill
 from setenc.catalogs import Catalog, load_catalog
 from setenc.encoder import SetEncoder
 from setenc.errors import CheckpointError, SetencError
+from setenc.filters import Metadata
 from setenc.paths import file_sha256
 from setenc.photos import photo_sets
 from setenc.photos.tta import spec_tta
@@ -76,7 +81,7 @@ def export_index(
         if dtype not in ("float32", "float16"):
             raise SetencError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         known = set(old.ids) if old and not update else set()
-        vecs, photos, ids, dropped, skipped = _encode(encoder, catalog.subset([i for i in catalog.ids
+        vecs, photos, metadata, ids, dropped, skipped = _encode(encoder, catalog.subset([i for i in catalog.ids
                                                                                if i not in known]),
                                                       cache_root, dtype, progress)
         if old is None:
@@ -84,9 +89,9 @@ def export_index(
                 raise SetencError(f"catalog {catalog.name}: no article has an embeddable photo "
                                   f"({len(dropped)} dropped); nothing to export")
             faiss_index, params = build_index(vecs, kind, shards=shards)
-            new = Export(faiss_index, ids, {}, vecs.astype(dtype), photos)
+            new = Export(faiss_index, ids, {}, vecs.astype(dtype), photos, metadata)
         else:
-            new = _merge(old, ids, vecs, photos, dropped)
+            new = _merge(old, ids, vecs, photos, metadata, dropped)
             params = old.manifest["index"]["params"]
             dropped = sorted((set(old.manifest["dropped"]) - set(new.ids)) | set(dropped))
         source = (catalog_path, catalog.name)
@@ -114,16 +119,20 @@ def delete_articles(out_dir: str | os.PathLike, ids: Sequence[str]) -> dict:
         vectors = np.asarray(old.vectors[keep])
         new = Export(refill(old.index, vectors), [old.ids[r] for r in keep],
                      {**old.manifest, "count": len(keep), "created": _now()}, vectors,
-                     old.photos.select(keep) if old.photos is not None else None)
+                     old.photos.select(keep) if old.photos is not None else None,
+                     old.metadata.select(keep) if old.metadata is not None else None)
         return write_export(out, new)
 
 
-def _merge(old: Export, ids: list[str], vecs: np.ndarray, photos: PhotoStore, dropped: list[str]) -> Export:
+def _merge(old: Export, ids: list[str], vecs: np.ndarray, photos: PhotoStore, metadata: Metadata,
+           dropped: list[str]) -> Export:
     """`old` with the rows of `ids` replaced in place, new ids appended and `dropped` ids removed.
 
-    Pure additions keep the old index and add to it (as `append` always did); anything else refills it."""
+    Pure additions keep the old index and add to it (as `append` always did); anything else refills it.
+    An old export without metadata stays without (its old rows' metadata is unknown): re-export to filter it."""
     dtype = old.vectors.dtype
     row = {i: r for r, i in enumerate(old.ids)}
+    by_id = {i: j for j, i in enumerate(ids)}
     keep = [r for r, i in enumerate(old.ids) if i not in set(dropped)]
     fresh = [j for j, i in enumerate(ids) if i not in row]
     all_vecs = np.array(old.vectors, np.float32)  # a writable copy of the memory-mapped rows
@@ -137,13 +146,18 @@ def _merge(old: Export, ids: list[str], vecs: np.ndarray, photos: PhotoStore, dr
         by_row = {r: j for r, j in replaced}
         sets = [photos.set(by_row[r]) if r in by_row else old.photos.set(r) for r in keep]
         out_photos = PhotoStore.from_sets(sets + photos.sets(fresh), photos.dim, dtype)
+    out_meta = None
+    if old.metadata is not None:
+        both = old.metadata.concat(metadata, len(old.ids), len(ids))  # old rows, then the encoded ones
+        out_meta = both.select([len(old.ids) + by_id[old.ids[r]] if old.ids[r] in by_id else r for r in keep]
+                               + [len(old.ids) + j for j in fresh])
     if replaced or len(keep) < len(old.ids):
         index = refill(old.index, out_vecs)
     else:
         index = old.index
         if fresh:
             index.add(np.ascontiguousarray(vecs[fresh], np.float32))
-    return Export(index, out_ids, {}, out_vecs, out_photos)
+    return Export(index, out_ids, {}, out_vecs, out_photos, out_meta)
 
 
 def _agree(what: str, asked: str | None, existing: str | None, default: str) -> str:
@@ -157,22 +171,24 @@ def _agree(what: str, asked: str | None, existing: str | None, default: str) -> 
 
 
 def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
-            progress: bool) -> tuple[np.ndarray, PhotoStore, list[str], list[str], list[str]]:
-    """(N, E) float32 article vectors (rounded through `dtype`), their photo vectors, ids, dropped ids and
-    skipped-photo lines."""
-    empty = (np.zeros((0, encoder.head.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype))
+            progress: bool) -> tuple[np.ndarray, PhotoStore, Metadata, list[str], list[str], list[str]]:
+    """(N, E) float32 article vectors (rounded through `dtype`; fused with the titles when the encoder has a
+    fusion), their photo vectors, metadata, ids, dropped ids and skipped-photo lines."""
+    empty = (np.zeros((0, encoder.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype), Metadata({}))
     if len(catalog) == 0:
         return *empty, [], [], []
     sets, kept, dropped, report = photo_sets(catalog, encoder.backbone, cache_root, progress=progress, tta=encoder.tta)
     skipped = report.skipped_lines()
     if not sets:
         return *empty, [], dropped, skipped
-    vecs = encoder.encode_sets(sets).astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
+    titles = [a.title for a in kept] if takes_titles(encoder) else None  # cached beside the photo vectors
+    vecs = encoder.encode_articles(sets, titles, cache_root)
+    vecs = vecs.astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
     bad = ~np.isfinite(vecs).all(1)
     if bad.any():
         raise SetencError(f"article {kept.ids[int(np.argmax(bad))]!r}: its vector holds NaN/inf; "
                           "check its photos and the checkpoint")
-    return vecs, PhotoStore.from_sets(sets, encoder.dim, dtype), kept.ids, dropped, skipped
+    return vecs, PhotoStore.from_sets(sets, encoder.dim, dtype), Metadata.from_articles(kept), kept.ids, dropped, skipped
 
 
 def _now() -> str:
@@ -189,6 +205,7 @@ def _manifest(encoder: SetEncoder, count: int, dim: int, kind: str, params: dict
         "backbone": dict(encoder.backbone_spec),
         "photo_dim": encoder.dim,
         "head": {"name": encoder.head.name, "config": encoder.head.config},
+        "fusion": fusion_record(encoder),
         "checkpoint": {"path": str(Path(checkpoint_path).resolve()) if checkpoint_path and sha else None,
                        "sha256": sha},
         "dim": dim,
@@ -201,16 +218,36 @@ def _manifest(encoder: SetEncoder, count: int, dim: int, kind: str, params: dict
     }
 
 
+def takes_titles(encoder: SetEncoder) -> bool:
+    """Whether the encoder's article vectors use titles: a late fusion, or a head trained with titles as a set
+    element (learned fusion: its head config records the title size)."""
+    return encoder.fusion is not None or getattr(encoder.head, "titles", None) is not None
+
+
+def fusion_record(encoder: SetEncoder) -> dict | None:
+    """What the manifest records of an encoder's title fusion: photo weight, title encoder id and dims."""
+    f = encoder.fusion
+    return None if f is None else {"weight": f.weight, "text": f.text_id, "text_dim": f.text.dim}
+
+
+def _describe_fusion(record: dict | None) -> str:
+    return "photos only" if record is None else f"photos + titles ({record['text']}, w={record['weight']})"
+
+
 def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike = "index") -> None:
     """Refuse an encoder that is not the one the export was built with: its vectors would not be comparable."""
     spec, head = manifest["backbone"], manifest["head"]
+    have, want = fusion_record(encoder), manifest.get("fusion")
+    if (have is None) != (want is None) or (have and (have["weight"], have["text"]) != (want["weight"], want["text"])):
+        raise CheckpointError(f"{where}: the encoder encodes {_describe_fusion(have)} but this index was exported "
+                              f"with {_describe_fusion(want)}; use the checkpoint it was exported with, or re-export")
     problems = []
     if encoder.backbone_spec.get("id") != spec.get("id") or encoder.dim != manifest["photo_dim"]:
         problems.append(f"backbone {encoder.backbone_spec.get('id')} ({encoder.dim}-d photos) instead of "
                         f"{spec.get('id')} ({manifest['photo_dim']}-d)")
     if encoder.tta != spec_tta(spec):  # the same head on other photo variants gives other vectors
         problems.append(f"photo variants (tta) {encoder.tta} instead of {spec_tta(spec)}")
-    if encoder.head.config != head["config"] or encoder.head.out_dim != manifest["dim"]:
+    if encoder.head.config != head["config"] or encoder.out_dim != manifest["dim"]:
         problems.append(f"head {encoder.head.config} instead of {head['config']}")
     sha, want = getattr(encoder, "checkpoint_sha256", None), manifest["checkpoint"]["sha256"]
     if sha and want and sha != want:
@@ -225,6 +262,9 @@ def encoder_from_manifest(manifest: dict) -> SetEncoder:
     from setenc.heads import create_head
 
     ckpt = manifest["checkpoint"]
+    if ckpt["sha256"] is None and manifest.get("fusion"):
+        raise CheckpointError("this index holds photos + titles, but no checkpoint was recorded to rebuild its "
+                              "encoder; pass encoder= (scripts: --checkpoint), or query by vector")
     if ckpt["sha256"] is None:
         enc = SetEncoder(create_head(**manifest["head"]["config"]).eval(), manifest["backbone"], manifest["photo_dim"])
         enc.checkpoint_sha256 = None

@@ -7,6 +7,12 @@ indexes is `setenc.ann` (their names stay importable from here). Three ways to s
   a matcher, optionally fused with the set-vector cosine (`weight`, 1 = set vector only; `setenc.rerank`);
 - **multi-vector** (`search_photos`): every photo searched on its own, aggregated per article (`setenc.multivector`).
 
+Set-vector searches (`search`, `search_batch`, `similar`, re-ranked or not) take `where={"group": "Shoes"}`: only
+articles whose stored metadata match are returned (`setenc.filters`; how each index kind applies it:
+`ann.filtered_search`; re-ranking re-scores only matching candidates). An export made with a fused checkpoint
+(photos + titles, `setenc.fusion`) also takes title queries: `search(photos, title="blue denim jacket")`,
+`search(title="...")` (title only) or photos alone, each scored by the sides it has.
+
 Photo queries need the encoder the export was made with. `SetIndex` rebuilds it from the manifest by itself when
 it can: a parameter-free head from its config, a trained head from the recorded checkpoint path if that file still
 has the recorded sha256. Otherwise pass `encoder=` (or `--checkpoint`); vector queries never need one.
@@ -23,14 +29,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from setenc.ann import build_index, ivf_lists, search_refined, set_search_params
+from setenc.ann import build_index, ivf_lists, search, search_refined, set_search_params
 from setenc.encoder import SetEncoder
 from setenc.errors import SetencError
+from setenc.filters import Metadata, RowSelector, Where
 from setenc.export import check_encoder, delete_articles, encoder_from_manifest, export_index
 from setenc.matchers import Matcher
 from setenc.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
 from setenc.rerank import DEFAULT_CANDIDATES, check_weight, rerank as rerank_rows, reranker
-from setenc.store import PhotoStore, read_export, require_photos
+from setenc.store import REEXPORT, PhotoStore, read_export, require_photos
 
 __all__ = ["SetIndex", "build_index", "check_encoder", "delete_articles", "encoder_from_manifest", "export_index",
            "ivf_lists", "set_search_params"]
@@ -48,11 +55,14 @@ class SetIndex:
         vectors: (N, E) article vectors (memory-mapped).
         encoder: the encoder for photo queries; built from the manifest on first use when None.
         photos: the articles' photo vectors (None for exports written before they were stored).
+        metadata: the articles' filterable metadata (None for exports written before it was stored).
     """
 
     def __init__(self, index: faiss.Index, ids: list[str], manifest: dict, vectors: np.ndarray,
-                 encoder: SetEncoder | None = None, photos: PhotoStore | None = None):
+                 encoder: SetEncoder | None = None, photos: PhotoStore | None = None,
+                 metadata: Metadata | None = None):
         self.index, self.ids, self.manifest, self.vectors, self.photos = index, ids, manifest, vectors, photos
+        self.metadata = metadata
         self._encoder = encoder
         self._lookup = np.array([*ids, None], dtype=object)  # row -> id; FAISS's "no hit" row -1 -> None
         self._rows = {i: r for r, i in enumerate(ids)}
@@ -67,7 +77,7 @@ class SetIndex:
         export = read_export(path, verify)
         if encoder is not None:
             check_encoder(export.manifest, encoder, path)
-        return cls(export.index, export.ids, export.manifest, export.vectors, encoder, export.photos)
+        return cls(export.index, export.ids, export.manifest, export.vectors, encoder, export.photos, export.metadata)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,6 +88,12 @@ class SetIndex:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    @property
+    def fused(self) -> bool:
+        """Whether the article vectors are photos + titles (late fusion `setenc.fusion`, or a head trained with
+        titles, whose config records their size): then title queries work."""
+        return bool(self.manifest.get("fusion") or self.manifest.get("head", {}).get("config", {}).get("titles"))
 
     def set_params(self, **params) -> None:
         """Trade speed for recall at search time, e.g. `set_params(nprobe=64)` or `set_params(efSearch=256)`."""
@@ -96,18 +112,38 @@ class SetIndex:
             raise SetencError(f"article {article_id!r} is not in this export ({len(self)} articles)")
         return self._rows[article_id]
 
-    # -- queries -------------------------------------------------------------------------------------
-    def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        """Queries -> ((Q, E) unit set vectors, each query's (n, D) photo vectors or None for a vector query).
+    def selector(self, where: Where | None) -> RowSelector | None:
+        """The rows matching `where` (None: no filter); a one-line error for an unknown key or value."""
+        if not where:
+            return None
+        if self.metadata is None:
+            raise SetencError(f"where= needs the articles' metadata, which this export does not hold (written before "
+                              f"exports stored metadata.json); {REEXPORT}")
+        return RowSelector(self.metadata.mask(where, len(self)))
 
-        Each query: an (E,) vector, an (n, D) array of photo vectors, or a photo set (paths / PIL images).
-        A 2-D array as a whole is a batch of (Q, E) vectors."""
-        if isinstance(queries, (np.ndarray, torch.Tensor)) and np.ndim(queries) == 2:
+    # -- queries -------------------------------------------------------------------------------------
+    def prepare(self, queries: Sequence[Query | None],
+                titles: Sequence[str | None] | None = None) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Queries -> ((Q, E) query vectors, each query's (n, D) photo vectors or None for a vector / title query).
+
+        Each query: an (E,) vector, an (n, D) array of photo vectors, a photo set (paths / PIL images), or None
+        for a title-only query. A 2-D array as a whole is a batch of (Q, E) vectors. `titles` (a fused export
+        only): one title or None per query, fused with its photos by the export's encoder."""
+        if titles is not None:
+            titles = self._check_titles(queries, titles)
+        if titles is None and isinstance(queries, (np.ndarray, torch.Tensor)) and np.ndim(queries) == 2:
             return self._unit(np.asarray(queries, np.float32)), [None] * len(queries)
         rows, photos = [], []
-        for q in queries:
-            x = self.photo_vectors(q, len(rows))
-            rows.append(self._unit(np.asarray(q, np.float32)[None])[0] if x is None else self.encoder.encode_sets([x])[0])
+        for q, title in zip(queries, titles or [None] * len(queries)):
+            x = None if q is None else self.photo_vectors(q, len(rows))
+            if q is not None and x is None:
+                if title:
+                    raise SetencError(f"query {len(rows)}: a vector query cannot take a title; give photos or None")
+                rows.append(self._unit(np.asarray(q, np.float32)[None])[0])
+            elif x is None and not title:
+                raise SetencError(f"query {len(rows)}: no photos and no title: nothing to search for")
+            else:
+                rows.append(self.encoder.encode_articles([x], [title] if self.fused else None)[0])
             photos.append(x)
         vecs = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
         return vecs, photos
@@ -129,48 +165,64 @@ class SetIndex:
         raise SetencError(f"query {position}: expected an ({self.dim},) vector, an (n, D) array of photo vectors "
                           f"or a non-empty list of photo paths / PIL images, got {type(query).__name__}")
 
-    def vectorize(self, queries: Sequence[Query]) -> np.ndarray:
-        """Queries -> (Q, E) unit vectors (see `prepare`)."""
-        return self.prepare(queries)[0]
+    def _check_titles(self, queries: Sequence[Query | None], titles: Sequence[str | None]) -> list[str | None]:
+        if not self.fused:
+            raise SetencError("this export holds photo vectors only (no title fusion): title queries need an export "
+                              "made with a fused checkpoint (scripts/export.py --checkpoint OUT/fused/....pt)")
+        if isinstance(titles, str) or len(titles) != len(queries):
+            raise SetencError(f"{len(queries)} queries but titles is not a list of {len(queries)} (a title or None "
+                              "each)")
+        return [None if t is None else str(t) for t in titles]
+
+    def vectorize(self, queries: Sequence[Query | None], titles: Sequence[str | None] | None = None) -> np.ndarray:
+        """Queries -> (Q, E) query vectors (see `prepare`)."""
+        return self.prepare(queries, titles)[0]
 
     def _unit(self, x: np.ndarray) -> np.ndarray:
+        """Vector queries as searched: unit length, except on a late-fusion export, whose vectors' norms say which
+        sides they have (a photos-only article is √w long), so they are searched as they are."""
         if x.shape[-1] != self.dim:
             raise SetencError(f"query vectors are {x.shape[-1]}-d, this index holds {self.dim}-d article vectors")
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         if not (np.isfinite(x).all() and (norm > 0).all()):
             raise SetencError("a query vector is zero or holds NaN/inf; it has no direction to search for")
-        return x / norm
+        return x if self.manifest.get("fusion") else x / norm
 
     # -- searching -----------------------------------------------------------------------------------
-    def search_batch(self, queries: Sequence[Query], k: int = 10, rerank: str | Matcher | None = None,
-                     candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def search_batch(self, queries: Sequence[Query | None], k: int = 10, rerank: str | Matcher | None = None,
+                     candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0, where: Where | None = None,
+                     titles: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids (Q, k) object, scores (Q, k) float32), best first; missing hits: id None, score -inf.
 
         Args:
             rerank: a matcher (name or instance) re-scoring the top `candidates` set-vector hits on their photos;
                 None = set-vector cosines only. Needs photo queries and an export with photo vectors.
             weight: with `rerank`, the share of the set-vector cosine in the score (1 = set vector only).
+            where: only articles whose metadata match, e.g. `{"group": "Shoes", "color": ["blue", "navy"]}`
+                (`setenc.filters`); fewer than k match: the rest are missing hits.
+            titles: per query a title or None (a fused export only; a title-only query is None + its title).
         """
         matcher = None if rerank is None else reranker(rerank)  # bad names and weights fail before any encoding
         weight = check_weight(weight)
         if matcher is not None:
             require_photos(self.photos, f"re-ranking with {matcher.name!r}")  # before any photo is embedded
-        vecs, photos = self.prepare(queries)
-        return self._search(vecs, photos, k, matcher, candidates, weight)
+        selector = self.selector(where)
+        vecs, photos = self.prepare(queries, titles)
+        return self._search(vecs, photos, k, matcher, candidates, weight, selector)
 
     def _search(self, vecs: np.ndarray, photos: list[np.ndarray | None], k: int, matcher: Matcher | None,
-                candidates: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """`search_batch` on prepared queries: (Q, E) unit vectors and their photo vectors."""
+                candidates: int, weight: float, selector: RowSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search_batch` on prepared queries: (Q, E) query vectors and their photo vectors."""
         if k < 1 or candidates < 1:
             raise SetencError(f"k={k} and candidates={candidates} must be at least 1")
         if matcher is None:
-            scores, rows = self._ann(vecs, k)  # (Q, k) each
+            scores, rows = self._ann(vecs, k, selector)  # (Q, k) each
             return self._lookup[rows], np.where(rows >= 0, scores, -np.inf).astype(np.float32)
         store = require_photos(self.photos, f"re-ranking with {matcher.name!r}")
         if any(p is None for p in photos):
             raise SetencError("re-ranking needs each query's photos (paths, PIL images or an (n, D) array), "
                               "not a single vector")
-        set_scores, set_rows = self._ann(vecs, max(k, candidates))  # (Q, C) each
+        set_scores, set_rows = self._ann(vecs, max(k, candidates), selector)  # (Q, C) each: matching rows only
         out_rows = np.full((len(vecs), k), -1, np.int64)
         out_scores = np.full((len(vecs), k), -np.inf, np.float32)
         for q, (x, rows, scores) in enumerate(zip(photos, set_rows, set_scores)):
@@ -178,14 +230,20 @@ class SetIndex:
             out_rows[q, : len(r)], out_scores[q, : len(s)] = r, s
         return self._lookup[out_rows], out_scores
 
-    def _ann(self, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS top-k of unit query vectors; an "ivfpq" index's hits re-scored exactly (`ann.search_refined`)."""
-        return search_refined(self.index, self.vectors, vecs, k) if self._refine else self.index.search(vecs, k)
+    def _ann(self, vecs: np.ndarray, k: int, selector: RowSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS top-k of the query vectors among the selected rows (all: None); an "ivfpq" index's hits re-scored
+        exactly (`ann.search_refined`)."""
+        if self._refine:
+            return search_refined(self.index, self.vectors, vecs, k, selector=selector)
+        return search(self.index, vecs, k, selector)
 
-    def search(self, query: Query, k: int = 10, rerank: str | Matcher | None = None,
-               candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0) -> list[tuple[str, float]]:
-        """The k nearest articles of one query (a vector, photo vectors or a photo set) as (id, score)."""
-        ids, scores = self.search_batch([query], k, rerank, candidates, weight)
+    def search(self, query: Query | None = None, k: int = 10, rerank: str | Matcher | None = None,
+               candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0, where: Where | None = None,
+               title: str | None = None) -> list[tuple[str, float]]:
+        """The k nearest articles of one query (a vector, photo vectors or a photo set; with a fused export also
+        or only a `title`) as (id, score), among the articles matching `where`."""
+        ids, scores = self.search_batch([query], k, rerank, candidates, weight, where,
+                                        None if title is None else [title])
         return [(i, float(s)) for i, s in zip(ids[0], scores[0]) if i is not None]
 
     def search_photos(self, query: Query, k: int = 10, aggregate: str | Matcher = MAX_SIM,
@@ -206,12 +264,14 @@ class SetIndex:
         return require_photos(self.photos, "an article's photos").set(self.row(article_id))
 
     def similar(self, article_id: str, k: int = 10, rerank: str | Matcher | None = None,
-                candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0) -> list[tuple[str, float]]:
-        """The k articles most similar to an article of this export, itself left out: its stored vector and
-        photo vectors are the query, so no encoder is needed."""
+                candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0,
+                where: Where | None = None) -> list[tuple[str, float]]:
+        """The k articles most similar to an article of this export (among those matching `where`), itself left
+        out: its stored vector and photo vectors are the query, so no encoder is needed."""
         r = self.row(article_id)
+        selector = self.selector(where)
         vec = self._unit(np.asarray(self.vectors[r : r + 1], np.float32))
         photos = [None if self.photos is None else self.photos.set(r)]
         ids, scores = self._search(vec, photos, k + 1, None if rerank is None else reranker(rerank), candidates,
-                                   check_weight(weight))
+                                   check_weight(weight), selector)
         return [(i, float(s)) for i, s in zip(ids[0], scores[0]) if i is not None and i != article_id][:k]

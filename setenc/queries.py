@@ -5,8 +5,10 @@ One query a line, exactly one of:
 {"photos": ["q1/front.jpg", "q1/back.jpg"]}    photo paths, relative to the query file (a new query set)
 {"id": "a17"}                                  an article of the export: its most similar articles, itself left out
 {"vector": [0.1, ...]}                         an (E,) article vector, searched as it is (no re-ranking)
+{"title": "blue denim jacket"}                 a title alone (an export of a fused checkpoint)
 ```
-An optional `"qid"` is echoed back. Every line is read and checked before the first search, so a bad line is one
+A photos line may also carry a `"title"` (fused exports). Any line may carry `"where": {"group": "Shoes"}` (a list
+value: any of), which adds to / overrides the `where` given for the whole file. An optional `"qid"` is echoed back. Every line is read and checked before the first search, so a bad line is one
 error naming it and costs no work. Each answer is one JSON object: `{"line", "qid", "hits": [{"id", "score"}]}`,
 in the order of the file. Photo and vector queries are searched in batches (one FAISS call per batch).
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from setenc.catalogs.manifest import iter_jsonl
 from setenc.errors import SetencError
+from setenc.filters import Where
 from setenc.index import SetIndex
 
 KINDS = ("photos", "id", "vector")  # the keys a query line may carry, exactly one of them
@@ -34,8 +37,10 @@ class QueryLine:
 
     line: int
     kind: str
-    value: object  # list[Path] | str | np.ndarray
+    value: object  # list[Path] | str | np.ndarray | None (a title-only query)
     qid: object = None
+    title: str | None = None
+    where: dict | None = None
 
 
 def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False) -> list[QueryLine]:
@@ -47,10 +52,28 @@ def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False)
     with open(path, "rb") as f:
         for where, lineno, obj in iter_jsonl(f, path):
             keys = [k for k in KINDS if isinstance(obj, dict) and k in obj]
+            title = obj.get("title") if isinstance(obj, dict) else None
+            if title is not None and not keys:
+                keys = ["title"]
             if len(keys) != 1:
-                raise SetencError(f"{where}: a query is an object with exactly one of {', '.join(KINDS)}")
+                raise SetencError(f"{where}: a query is an object with exactly one of {', '.join(KINDS)} "
+                                  "(or a title alone)")
             kind, value = keys[0], obj[keys[0]]
-            if kind == "photos":
+            if title is not None and (not isinstance(title, str) or not title.strip() or kind in ("id", "vector")):
+                raise SetencError(f"{where}: 'title' must be non-empty text, with photos or alone")
+            if title is not None and not index.fused:
+                raise SetencError(f"{where}: a title query needs an export of a fused checkpoint (photos + titles)")
+            filters = obj.get("where")
+            if filters is not None:
+                if not isinstance(filters, dict):
+                    raise SetencError(f"{where}: 'where' must be an object, e.g. {{\"group\": \"Shoes\"}}")
+                try:
+                    index.selector(filters)
+                except SetencError as e:
+                    raise SetencError(f"{where}: {e}") from None
+            if kind == "title":
+                value = None
+            elif kind == "photos":
                 if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
                     raise SetencError(f"{where}: 'photos' must be a non-empty list of photo paths")
                 value = [path.parent / p for p in value]
@@ -69,26 +92,34 @@ def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False)
                     raise SetencError(f"{where}: 'vector' must be a list of {index.dim} finite numbers")
                 if rerank:
                     raise SetencError(f"{where}: a vector query cannot be re-ranked (no photos); give photos or an id")
-            out.append(QueryLine(lineno, kind, value, obj.get("qid")))
+            if rerank and value is None:
+                raise SetencError(f"{where}: a title-only query cannot be re-ranked (no photos)")
+            out.append(QueryLine(lineno, kind, value, obj.get("qid"), title, filters))
     return out
 
 
 def answer(index: SetIndex, queries: list[QueryLine], k: int = 10, rerank: str | None = None,
-           candidates: int = 200, weight: float = 0.0) -> Iterator[dict]:
-    """One result object per query, in file order (see the module docstring)."""
+           candidates: int = 200, weight: float = 0.0, where: Where | None = None) -> Iterator[dict]:
+    """One result object per query, in file order (see the module docstring); `where` filters every line."""
     pending: list[QueryLine] = []
+    batch_where: dict = {}
 
     def flush() -> Iterator[dict]:
-        ids, scores = index.search_batch([q.value for q in pending], k, rerank, candidates, weight)
+        titles = [q.title for q in pending] if index.fused else None
+        ids, scores = index.search_batch([q.value for q in pending], k, rerank, candidates, weight, batch_where,
+                                         titles)
         for q, row_ids, row_scores in zip(pending, ids, scores):
             yield _result(q, [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None])
         pending.clear()
 
     for q in queries:
+        line_where = {**(where or {}), **(q.where or {})}
+        if pending and (q.kind == "id" or line_where != batch_where):  # a batch shares one filter
+            yield from flush()
         if q.kind == "id":
-            yield from flush() if pending else ()
-            yield _result(q, index.similar(q.value, k, rerank, candidates, weight))
+            yield _result(q, index.similar(q.value, k, rerank, candidates, weight, line_where))
             continue
+        batch_where = line_where
         pending.append(q)
         if len(pending) == BATCH:
             yield from flush()

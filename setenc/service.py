@@ -1,10 +1,14 @@
 """The HTTP search service: one export and its encoder loaded once, behind FastAPI (`scripts/serve.py`).
 
 ```
-GET  /health                    the export: articles, dims, index type, whether photo vectors are stored
-POST /search                    multipart: photos (files) and / or paths (form fields), k, rerank, candidates, weight
-GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=: an article of the export as the query, itself left out
+GET  /health                    the export: articles, dims, index type, photo vectors stored, fusion, metadata keys
+POST /search                    multipart: photos (files) and / or paths (form fields), title, k, rerank,
+                                candidates, weight, where (repeatable)
+GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=&where=: an article of the export as the query,
+                                itself left out
 ```
+`where` is `KEY=VALUE`, repeatable as in scripts/search.py (`?where=group=Shoes&where=group=Sandals`: any of;
+different keys: all of). `title` (an export of a fused checkpoint) is fused with the photos, or is the query alone.
 Answers are `{"hits": [{"id", "score"}], "took_ms"}`. What a client gets wrong is a 4xx with one clear `detail`:
 an empty query or bad option 400, a file that is not a photo 415, a photo over the size limit 413, an unknown
 article 404; nothing a client sends yields a 500. Uploads are decoded by the library's safe decoder
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 from setenc.errors import ImageError, SetencError
+from setenc.filters import parse_where
 from setenc.index import SetIndex
 from setenc.photos import load_image
 from setenc.rerank import DEFAULT_CANDIDATES
@@ -35,7 +40,7 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
                max_photos: int = MAX_PHOTOS):
     """A FastAPI app serving `index` (load the encoder first: `index.encoder.backbone`, so no request pays it)."""
     try:
-        from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+        from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
         from fastapi.responses import JSONResponse
     except ImportError:
         raise SetencError("the search service needs the [serve] extra: pip install 'setenc[serve]'") from None
@@ -86,28 +91,32 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
         m = index.manifest
         return {"status": "ok", "articles": len(index), "dim": index.dim, "index": m["index"]["type"],
                 "photo_vectors": index.photos is not None, "backbone": m["backbone"].get("id"),
-                "head": m["head"]["name"]}
+                "head": m["head"]["name"], "fusion": m.get("fusion"),
+                "metadata_keys": None if index.metadata is None else index.metadata.keys}
 
     @app.post("/search")
     def search(photos: list[UploadFile] = File(default=[]), paths: list[str] = Form(default=[]), k: int = Form(10),
                rerank: str | None = Form(None), candidates: int = Form(DEFAULT_CANDIDATES),
-               weight: float = Form(0.0)) -> dict:
+               weight: float = Form(0.0), title: str | None = Form(None), where: list[str] = Form(default=[])) -> dict:
         start = time.perf_counter()
         check_k(k)
-        if not photos and not paths:
-            raise SetencError("the query set is empty: upload photos (field 'photos') or give paths")
+        title = (title or "").strip() or None
+        if not photos and not paths and title is None:
+            raise SetencError("the query set is empty: upload photos (field 'photos'), give paths or a title")
         if len(photos) + len(paths) > max_photos:
             raise SetencError(f"{len(photos) + len(paths)} photos in one query; at most {max_photos}")
+        filters = parse_where(where)
+        index.selector(filters)  # a bad filter fails before any photo is decoded
         query = [decode(p) for p in photos] + [resolve(p) for p in paths]
-        return answer(index.search(query, k, rerank or None, candidates, weight), start)
+        return answer(index.search(query or None, k, rerank or None, candidates, weight, filters, title), start)
 
     @app.get("/articles/{article_id}/similar")
     def similar(article_id: str, k: int = 10, rerank: str | None = None, candidates: int = DEFAULT_CANDIDATES,
-                weight: float = 0.0) -> dict:
+                weight: float = 0.0, where: list[str] = Query(default=[])) -> dict:
         start = time.perf_counter()
         check_k(k)
         if article_id not in index:
             raise HTTPException(404, f"article {article_id!r} is not in this export")
-        return answer(index.similar(article_id, k, rerank or None, candidates, weight), start)
+        return answer(index.similar(article_id, k, rerank or None, candidates, weight, parse_where(where)), start)
 
     return app

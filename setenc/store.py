@@ -6,9 +6,13 @@ ids.json           row -> article id
 vectors.npy        the article vectors (float32 or float16): `append` and other index types need no re-encoding
 photos.npy         every article's photo vectors (P, D), article after article, in the export's dtype
 photo_offsets.npy  (N + 1,) int64: article row r owns photos[offsets[r] : offsets[r + 1]]
-manifest.json      backbone, head, checkpoint path + sha256, dims, count, index type + search parameters,
-                   dropped articles, catalog, created, setenc version, photos {count, dim}, sha256 of each file
+metadata.json      the articles' filterable metadata, one column per key, row-aligned (`setenc.filters`)
+manifest.json      backbone, head, title fusion, checkpoint path + sha256, dims, count, index type + search
+                   parameters, dropped articles, catalog, created, setenc version, photos {count, dim},
+                   metadata keys, sha256 of each file
 ```
+The metadata is copied at export time so `where=` filters work without the catalogue; exports written before it
+existed (no metadata.json) still load and search, and filtering on them says to re-export.
 Why the photo vectors are stored: re-ranking and multi-vector search score the candidates' photos, and
 re-embedding them per query would run the backbone on every candidate. One flat (P, D) array plus offsets rather
 than a padded (N, max_n, D) block: nothing is padded on disk, it memory-maps, and an article's photos are one
@@ -37,11 +41,13 @@ import numpy as np
 from filelock import FileLock
 
 from setenc.errors import CheckpointError, SetencError
+from setenc.filters import Metadata
 from setenc.paths import file_sha256
 
 FORMAT = "setenc-index-v1"
 FILES = ("index.faiss", "ids.json", "vectors.npy")  # every export
 PHOTO_FILES = ("photos.npy", "photo_offsets.npy")  # exports that can re-rank and search by photo
+METADATA = "metadata.json"  # exports that can filter by metadata
 MANIFEST = "manifest.json"
 REEXPORT = "re-export with scripts/export.py"
 
@@ -95,6 +101,7 @@ class Export:
     manifest: dict
     vectors: np.ndarray  # (N, E)
     photos: PhotoStore | None = None
+    metadata: Metadata | None = None
 
 
 @contextmanager
@@ -124,6 +131,10 @@ def write_export(out: Path, export: Export) -> dict:
             np.save(tmp / "photos.npy", photos.photos.astype(export.vectors.dtype))
             np.save(tmp / "photo_offsets.npy", photos.offsets)
             names = (*FILES, *PHOTO_FILES)
+        if export.metadata is not None:
+            (tmp / METADATA).write_text(export.metadata.to_json())
+            names = (*names, METADATA)
+        manifest["metadata"] = None if export.metadata is None else {"keys": export.metadata.keys}
         manifest["photos"] = None if photos is None else {"count": int(photos.offsets[-1]), "dim": photos.dim}
         manifest["files"] = {name: file_sha256(tmp / name) for name in names}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -155,7 +166,8 @@ def read_export(path: Path, verify: bool = True) -> Export:
         raise CheckpointError(f"{path / MANIFEST}: format {manifest.get('format')!r} is not {FORMAT!r}; "
                               "re-export with this setenc version")
     has_photos = all(name in manifest["files"] for name in PHOTO_FILES)
-    for name in (*FILES, *(PHOTO_FILES if has_photos else ())):
+    has_metadata = METADATA in manifest["files"]
+    for name in (*FILES, *(PHOTO_FILES if has_photos else ()), *((METADATA,) if has_metadata else ())):
         if not (path / name).is_file():
             raise CheckpointError(f"{path / name}: missing from the index export; {REEXPORT}")
         if verify and file_sha256(path / name) != manifest["files"][name]:
@@ -167,10 +179,12 @@ def read_export(path: Path, verify: bool = True) -> Export:
     photos = None
     if has_photos:
         photos = PhotoStore(np.load(path / "photos.npy", mmap_mode="r"), np.load(path / "photo_offsets.npy"))
-    if not (len(ids) == index.ntotal == len(vectors) == manifest["count"] == (len(photos) if photos else len(ids))):
-        raise CheckpointError(f"{path}: ids ({len(ids)}), index ({index.ntotal}), vectors ({len(vectors)}) and "
-                              f"photo offsets disagree; {REEXPORT}")
-    return Export(index, ids, manifest, vectors, photos)
+    metadata = Metadata.from_json((path / METADATA).read_text()) if has_metadata else None
+    if not (len(ids) == index.ntotal == len(vectors) == manifest["count"] == (len(photos) if photos else len(ids))
+            and (not metadata or not metadata.columns or len(metadata) == len(ids))):
+        raise CheckpointError(f"{path}: ids ({len(ids)}), index ({index.ntotal}), vectors ({len(vectors)}), "
+                              f"photo offsets and metadata disagree; {REEXPORT}")
+    return Export(index, ids, manifest, vectors, photos, metadata)
 
 
 def require_photos(export_photos: PhotoStore | None, what: str) -> PhotoStore:
