@@ -157,7 +157,8 @@ class SetEncoder(torch.nn.Module):
         return self.head(x, mask, views, titles)
 
     def encode_sets(self, sets: Sequence[np.ndarray], batch_size: int = 256,
-                    views: Sequence[Sequence[str] | None] | None = None, titles: np.ndarray | None = None) -> np.ndarray:
+                    views: Sequence[Sequence[str] | None] | None = None,
+                    titles: np.ndarray | None = None) -> np.ndarray:
         """Per-set `(n_i, D)` photo vectors -> `(len(sets), E)` float32.
 
         `views`: per set its photos' view tags (or None); a view-aware head maps them to its vocabulary (unseen

@@ -87,7 +87,7 @@ class TitleElement(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, titles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, D), (B, N), (B, T) -> the sets with the title appended: (B, N + 1, D), (B, N + 1)."""
         if titles.shape != (x.shape[0], self.dim):
-            raise ValueError(f"titles {tuple(titles.shape)} must be ({x.shape[0]}, {self.dim}): one title vector per set")
+            raise ValueError(f"titles {tuple(titles.shape)} must be ({x.shape[0]}, {self.dim}): one vector per set")
         titles = titles.to(x.dtype)
         element = self.proj(titles) + self.modality  # (B, D)
         has = titles.abs().sum(dim=1) > 0  # (B,) zero row = no title

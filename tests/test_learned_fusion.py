@@ -137,3 +137,33 @@ def test_training_with_learned_fusion_end_to_end(tmp_path):
     assert enc.head.titles == enc.text.dim
     v = enc.encode_articles([np.ones((2, enc.dim), np.float32), None], ["red cap g1", "denim jacket g2"])
     assert v.shape == (2, enc.out_dim) and np.isfinite(v).all()
+
+
+def test_report_scores_a_learned_fusion_with_titles_and_a_view_aware_head_with_tags(tmp_path):
+    """`evaluate_sets` (scripts/evaluate.py) gives a learned fusion its titles and a view-aware head its tags."""
+    from pathlib import Path
+
+    from setenc.catalogs import Article, Catalog
+    from setenc.evaluation.report import evaluate_sets
+
+    arts = [Article(f"a{i}", (Path(f"p{i}.jpg"),), group=f"g{i // 2}", title=TITLES[i], views=("front",))
+            for i in range(6)]
+    cat, sets = Catalog(arts, tmp_path, name="c"), _sets([1] * 6)
+    fused = _encoder()
+    aware = SetEncoder(create_head("proj", D, views=["front"]), SPEC, D)
+    with torch.no_grad():
+        aware.head.view_embed.table.weight[1] = 5.0
+    rows, _ = evaluate_sets(sets, cat, {"fused": fused, "aware": aware}, ["mean"], ("group",))
+    by = {r["method"]: r for r in rows}
+    p_ids = [a.id for a in arts]
+    want = fused.encode_articles(sets, TITLES)
+    from setenc.evaluation.metrics import vector_metrics
+    from setenc.evaluation.protocols import group_protocol
+
+    p = group_protocol(sets, cat)
+    assert p.q_ids == p_ids
+    m = vector_metrics(want, want, p.q_labels, p.g_labels, exclude=p.exclude)
+    assert by["fused"]["map@r"] == round(float(m["map@r"]), 4)
+    tagged = aware.encode_sets(sets, views=[("front",)] * 6)
+    m = vector_metrics(tagged, tagged, p.q_labels, p.g_labels, exclude=p.exclude)
+    assert by["aware"]["map@r"] == round(float(m["map@r"]), 4)

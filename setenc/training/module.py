@@ -168,8 +168,8 @@ class SetDataModule(pl.LightningDataModule):
         sets = (p.queries + p.gallery) if p is not None else []
         ids = None
         if self.vocab is not None and p is not None:
-            ids = sets_view_ids(sets, [*(p.q_views or [None] * len(p.queries)), *(p.g_views or [None] * len(p.gallery))],
-                                self.vocab, self.per_photo)
+            tags = [*(p.q_views or [None] * len(p.queries)), *(p.g_views or [None] * len(p.gallery))]
+            ids = sets_view_ids(sets, tags, self.vocab, self.per_photo)
         t = None if self.titles is None or p is None else torch.as_tensor(self.titles(p.q_ids + p.g_ids))
         chunks = [(k, *pad_sets(sets[i : i + 512]), None if ids is None else pad_ids(ids[i : i + 512]),
                    None if t is None else t[i : i + 512]) for k, i in enumerate(range(0, len(sets), 512))]

@@ -211,7 +211,8 @@ def one_sided_queries(encoder: SetEncoder, p, titles) -> dict[str, dict]:
     g = encoder.encode_sets(p.gallery, views=p.g_views, titles=titles(p.g_ids))
     tq = titles(p.q_ids)
     keep = np.flatnonzero(np.abs(tq).sum(1) > 0)
-    queries = {"photos": (encoder.encode_sets(p.queries, views=p.q_views, titles=np.zeros_like(tq)), np.arange(len(tq))),
+    queries = {"photos": (encoder.encode_sets(p.queries, views=p.q_views, titles=np.zeros_like(tq)),
+                          np.arange(len(tq))),
                "title": (encoder.encode_sets([p.queries[i][:0] for i in keep], titles=tq[keep]), keep)}
     out = {}
     for side, (q, rows) in queries.items():
