@@ -178,3 +178,25 @@ def test_service_title_and_where(setup):
     assert r.status_code == 400 and "unknown key 'colour'" in r.json()["detail"]
     r = client.post("/search", data={"title": "red shirt", "where": "group"})
     assert r.status_code == 400 and "not KEY=VALUE" in r.json()["detail"]
+
+
+def test_query_file_titles_and_where(setup):
+    from setenc.queries import answer, read_queries
+
+    make, cat, _, tmp_path = setup
+    idx = make(0.6, "mid")
+    photos = [str(p.relative_to(tmp_path)) for p in cat[4].images]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (
+        {"title": "red shirt"}, {"photos": photos, "title": "red shirt", "where": {"group": "g2"}},
+        {"photos": photos}, {"id": "a1", "where": {"group": ["g3", "g4"]}})))
+    got = [[h["id"] for h in r["hits"]] for r in answer(idx, read_queries(tmp_path / "q.jsonl", idx), k=4)]
+    want = [idx.search(title="red shirt", k=4), idx.search(list(cat[4].images), 4, title="red shirt",
+                                                           where={"group": "g2"}),
+            idx.search(list(cat[4].images), 4), idx.similar("a1", 4, where={"group": ["g3", "g4"]})]
+    assert got == [[i for i, _ in w] for w in want]
+    for line, words in (({"title": "x", "id": "a1"}, "with photos or alone"), ({"title": ""}, "non-empty"),
+                        ({"id": "a1", "where": {"nope": 1}}, "unknown key 'nope'")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
+        with pytest.raises(SetencError, match="bad.jsonl:1") as e:
+            read_queries(tmp_path / "bad.jsonl", idx)
+        assert words in str(e.value)
