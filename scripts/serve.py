@@ -3,6 +3,8 @@
 Loads the export and its encoder (backbone included) once, then answers `POST /search`,
 `GET /articles/{id}/similar` and `GET /health` (setenc/service.py); interactive docs at /docs. Needs the
 `[serve]` extra. Paths in /search are read only under --photo-root; without it, clients upload photos.
+Both search endpoints take `where=KEY=VALUE` filters (repeatable); /search takes a `title` on an export of a fused
+checkpoint (photos + titles).
 """
 
 import argparse

@@ -200,3 +200,29 @@ def test_query_file_titles_and_where(setup):
         with pytest.raises(SetencError, match="bad.jsonl:1") as e:
             read_queries(tmp_path / "bad.jsonl", idx)
         assert words in str(e.value)
+
+
+@pytest.mark.slow
+def test_export_script_with_a_fused_checkpoint(tmp_path):
+    """scripts/export.py --checkpoint FUSED.pt with the offline efficientnet-lite0 backbone, then --title search."""
+    from setenc.photos import create_backbone
+
+    cat_path = titled_catalog(tmp_path, 8)
+    backbone = create_backbone("efficientnet-lite0", runtime="torch")
+    text = create_text_encoder("tfidf").fit([a.title for a in load_catalog(cat_path)])
+    spec = {"name": backbone.name, "kwargs": {}, "id": backbone.id}
+    ckpt = SetEncoder(create_head("mean", backbone.dim), spec, backbone.dim).with_fusion(Fusion(0.7, text)).save(
+        tmp_path / "fused.pt")
+    env = {**os.environ, "SETENC_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=REPO, env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=300)
+    r = run("scripts/export.py", "--checkpoint", str(ckpt), "--catalog", str(cat_path), "--out", str(tmp_path / "idx"),
+            "--runtime", "torch")
+    assert r.returncode == 0, r.stderr
+    assert f"+ titles ({text.id}, w=0.7)" in r.stdout and "metadata group" in r.stdout
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["dim"] == backbone.dim + text.dim and manifest["fusion"]["weight"] == 0.7
+    r = run("scripts/search.py", str(tmp_path / "idx"), *[str(p) for p in load_catalog(cat_path)[2].images],
+            "--title", "blue leather bag 2", "-k", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split()[:2] == ["1", "a2"]
