@@ -32,8 +32,8 @@ from PIL import Image
 from setenc.ann import build_index, ivf_lists, search, search_refined, set_search_params
 from setenc.encoder import SetEncoder
 from setenc.errors import SetencError
-from setenc.filters import Metadata, RowSelector, Where
 from setenc.export import check_encoder, delete_articles, encoder_from_manifest, export_index
+from setenc.filters import Metadata, RowSelector, Where
 from setenc.matchers import Matcher
 from setenc.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
 from setenc.rerank import DEFAULT_CANDIDATES, check_weight, rerank as rerank_rows, reranker
@@ -166,6 +166,7 @@ class SetIndex:
                           f"or a non-empty list of photo paths / PIL images, got {type(query).__name__}")
 
     def _check_titles(self, queries: Sequence[Query | None], titles: Sequence[str | None]) -> list[str | None]:
+        """One title (or None) per query, on an export whose vectors hold titles; else a one-line error."""
         if not self.fused:
             raise SetencError("this export holds photo vectors only (no title fusion): title queries need an export "
                               "made with a fused checkpoint (scripts/export.py --checkpoint OUT/fused/....pt)")
