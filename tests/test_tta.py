@@ -51,8 +51,14 @@ def test_spec_round_trip_and_one_line_errors():
     assert str(TTA.parse("flip+crop")) == "flip+crop" and TTA.parse("flip+crop").mode == "mean"
     assert str(TTA.parse("flip:elements")) == "flip:elements" and TTA.parse("flip:elements").per_photo == 2
     assert TTA.parse("none") == TTA.parse(None) == TTA() and TTA().views == 1
+    two = TTA.parse("crop+crop@0.75")
+    assert str(two) == "crop+crop@0.75" and two.views == 3
+    assert [op.id for op in two.ops()[1:]] == ["crop0.875", "crop0.75"]
+    assert two.keys("ab12") == ["ab12", "ab12:crop0.875", "ab12:crop0.75"]  # a parameter never reuses another's vectors
     for bad, why in (("flop", "unknown tta variant"), ("flip:avg", "unknown tta mode"),
-                     ("flip+flip", "named twice"), ("none:elements", "takes no mode")):
+                     ("flip+flip", "named twice"), ("none:elements", "takes no mode"),
+                     ("crop+crop@0.875", "named twice"), ("crop@big", "must be a number"),
+                     ("crop@1.5", "must be in"), ("flip@2", "takes no parameter")):
         with pytest.raises(SetencError, match=why):
             TTA.parse(bad)
 

@@ -7,6 +7,7 @@ one config field, one flag and one checkpoint entry:
 
     none | flip | crop | flip+crop        mode `mean` (the default)
     flip:elements | flip+crop:elements   every variant is an extra set element
+    crop+crop@0.75                       a variant's parameter after `@` (here a second, tighter crop)
 
 Cache keys: a variant's vector is stored under `<content hash>:<variant id>` beside the photo's own
 `<content hash>` in the same backbone cache, so plain vectors are never touched and a variant is never read as the
@@ -73,6 +74,21 @@ MODES.register("mean", mean_views)
 MODES.register("elements", views_as_elements)
 
 
+def make_variant(item: str) -> Callable[[Image.Image], Image.Image]:
+    """`"crop"` or `"crop@0.75"` -> the image operation (its one parameter after `@`, a number)."""
+    name, at, param = item.partition("@")
+    if not at:
+        return VARIANTS.create(VARIANTS.check(name))
+    try:
+        value = float(param)
+    except ValueError:
+        raise SetencError(f"tta variant {item!r}: the parameter after '@' must be a number") from None
+    options = VARIANTS.options(VARIANTS.check(name))
+    if not options:
+        raise SetencError(f"tta variant {name!r} takes no parameter; give {name!r} alone")
+    return VARIANTS.create(name, **{options[0]: value})
+
+
 def variant_key(content_hash: str, variant_id: str) -> str:
     """The cache key of one variant of a photo: never equal to a plain content hash (those have no ':')."""
     return f"{content_hash}:{variant_id}"
@@ -103,8 +119,9 @@ class TTA:
             if spec.strip() != "none":
                 raise SetencError(f"tta {spec!r}: 'none' takes no mode; give none, or variants such as flip:{mode}")
             return cls()
-        variants = tuple(VARIANTS.check(n) for n in names.split("+"))
-        if len(set(variants)) < len(variants):
+        variants = tuple(n.strip() for n in names.split("+"))
+        ids = [make_variant(n).id for n in variants]  # checks every name and parameter
+        if len(set(ids)) < len(ids):
             raise SetencError(f"tta {spec!r}: a variant is named twice")
         return cls(variants, mode)
 
@@ -125,7 +142,7 @@ class TTA:
 
     def ops(self) -> list[Callable[[Image.Image], Image.Image] | None]:
         """The image operation of each view, None for the photo as it is (first)."""
-        return [None] + [VARIANTS.create(n) for n in self.variants]
+        return [None] + [make_variant(n) for n in self.variants]
 
     def backbones(self, backbone) -> list:
         """One backbone per view, in `ops()` order: the backbone itself, then a `ViewBackbone` per variant."""
