@@ -251,3 +251,47 @@ def test_efficientnet_lite2_torch_equals_onnx():
     o = create_backbone("efficientnet-lite2", runtime="onnx")
     assert t.transform.size == 260 and t.dim == o.dim == 1280
     assert torch.allclose(t.encode_images(_images()), o.encode_images(_images()), atol=1e-4)
+
+
+class _TinyNet(torch.nn.Module):
+    """(B, 3, 32, 32) -> (B, 16): a conv net small enough to quantise in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 16, 3, stride=2)
+
+    def forward(self, x):
+        return torch.nn.functional.relu6(self.conv(x)).mean(dim=(2, 3)) + 0.05
+
+
+def test_int8_twin_is_its_own_backbone(monkeypatch):
+    """Quantised once into the cache, vectors near the float net's, an id of its own, CPU + onnxruntime only."""
+    from setenc.photos.backbones import int8
+    from setenc.photos.backbones.base import TorchSpec
+    from setenc.photos.decode import ImageTransform
+
+    monkeypatch.setitem(int8.CALIBRATION, "demo_groups", 3)  # a small demo render is calibration enough here
+    monkeypatch.setitem(int8.CALIBRATION, "photos", 16)
+    spec = TorchSpec("tiny", "tiny:abc", ImageTransform(32, (0.5,) * 3, (0.5,) * 3), _TinyNet)
+    q = int8.int8_spec(spec)
+    bb = int8.int8_runtime(q)
+    assert bb.name == "tiny-int8" and bb.id.startswith("tiny:abc:int8-") and bb.id != spec.id
+    imgs = _images(4)
+    ref, got = TorchBackbone(spec).encode_images(imgs), bb.encode_images(imgs)
+    assert _unit(got) and (ref * got).sum(1).min() > 0.9 and not torch.equal(ref, got)
+    mtime = bb.path.stat().st_mtime_ns
+    assert int8.int8_runtime(q).path == bb.path and bb.path.stat().st_mtime_ns == mtime  # quantised once
+    assert not list(bb.path.parent.glob("*.tmp")) and not list(bb.path.parent.glob("*.pre.onnx"))
+    with pytest.raises(SetencError, match="CPU only"):
+        int8.int8_runtime(q, "cuda")
+    with pytest.raises(SetencError, match="runtime='onnx'"):
+        create_backbone("efficientnet-lite0-int8", runtime="torch")
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_int8_near_float(lite0_pair):
+    q = create_backbone("efficientnet-lite0-int8")
+    imgs = _images(4)
+    assert q.dim == 1280 and q.id.startswith(lite0_pair[1].id + ":int8-")
+    assert (q.encode_images(imgs) * lite0_pair[1].encode_images(imgs)).sum(1).min() > 0.97

