@@ -55,7 +55,8 @@ class SetModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        chunk, x, mask, views, titles = batch
+        chunk, x, mask, *extra = batch  # extra: view ids, title vectors (`SetDataModule.val_dataloader`)
+        views, titles = extra or (None, None)
         self._val.append((int(chunk), self.head(x, mask, views, titles).detach().cpu()))
 
     def on_validation_epoch_end(self):
