@@ -37,8 +37,10 @@ from setenc.photos import load_image
 CONFIGS = {
     "efficientnet-lite0/torch": ("efficientnet-lite0", "torch", True),
     "efficientnet-lite0/onnx": ("efficientnet-lite0", "onnx", False),
+    "efficientnet-lite0-int8/onnx": ("efficientnet-lite0-int8", "onnx", False),
     "efficientnet-lite2/torch": ("efficientnet-lite2", "torch", True),
     "efficientnet-lite2/onnx": ("efficientnet-lite2", "onnx", False),
+    "efficientnet-lite2-int8/onnx": ("efficientnet-lite2-int8", "onnx", False),
     "clip-b32/torch": ("clip", "torch", True),
     "clip-b32/onnx": ("clip", "onnx", True),
 }
