@@ -32,7 +32,7 @@ def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
 
 def test_recipe_averages_each_photo_with_its_centre_crop_unless_told():
     cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
-    assert cfg.tta == recipe.TTA == "crop" and any(line.startswith("tta=crop") for line in why)
+    assert cfg.tta == recipe.TTA == "crop@0.75" and any(line.startswith("tta=crop@0.75") for line in why)
     mine, why = recipe.choose(load_config(None, {"tta": "none"}), synthetic(60, 3))
     assert mine.tta == "none" and not any(line.startswith("tta=") for line in why)
 

@@ -32,9 +32,9 @@ class TrainConfig:
     backbone_kwargs: dict = _f({}, "backbone options, e.g. {model: openai/clip-vit-base-patch32}")
     runtime: str = _f("auto", "backbone runtime: auto | torch | onnx")
     cache: str | None = _f(None, "embedding-cache root; null = $SETENC_CACHE/embeddings")
-    tta: str | None = _f(None, "photo variants: none | flip | crop | flip+crop, :mean (averaged per photo, default) "
-                         "or :elements (extra set elements); recorded in the checkpoint, applied to its queries "
-                         "(docs/tta.md); null = the recipe's choice (crop)")
+    tta: str | None = _f(None, "photo variants: none | flip | crop | crop@0.75 | flip+crop, :mean (averaged per photo, "
+                         "default) or :elements (extra set elements); recorded in the checkpoint, applied to its "
+                         "queries (docs/tta.md); null = the recipe's choice (crop@0.75)")
     head: str = _f("proj", "set head (setenc.list_heads())")
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
     views: bool = _f(False, "view-aware head: a learned vector per photo `views` tag of the training articles (plus "
