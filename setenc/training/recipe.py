@@ -23,8 +23,8 @@ PRODUCT_SPLIT = [0.7, 0.0, 0.3]  # whole products held out; no validation: every
 ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of known classes
 LARGE_SPLIT = [0.8, 0.1, 0.1]
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
+MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when whole products are held out (0 when groups are classes)
 TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best crop measured
-TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best of 3 crops
 
 
 @dataclass
