@@ -9,7 +9,8 @@ scripts/search.py.
 A fused checkpoint (photos + titles, written by `scripts/evaluate.py --text` as OUT/fused/*.pt) exports fused
 article vectors of the catalog's photos and titles (articles without a title get a zero title part); the manifest
 records the fusion, and searches may then add or use a title (`search.py --title`). Every export also keeps the
-articles' metadata (group and other catalog fields) for `search.py --where`.
+articles' metadata (group and other catalog fields) for `search.py --where`. A view-aware checkpoint (`train.py
+--views true`) encodes each article with its photos' catalog `views` tags; query with `search.py --views`.
 """
 
 import argparse

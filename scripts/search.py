@@ -8,6 +8,8 @@ vector only); `--multivector AGG` searches every photo on its own instead (AGG: 
 `--where KEY=VALUE` keeps only articles whose metadata match (repeat it: keys AND, a repeated key any of its
 values; e.g. `--where group=Shoes --where group=Sandals`); with --queries it applies to every line. On an export made
 with a fused checkpoint (photos + titles), `--title TEXT` adds a title to the query photos, or is the query alone.
+`--views front,side` tags the query photos, one view tag each in order, for an export of a view-aware head (without
+it their photos count as "unknown" view; a tag-free head ignores the tags); a --queries line carries `"views"`.
 Photo and title queries need the export's encoder: it is rebuilt from the manifest (parameter-free head, or the
 recorded checkpoint while it is unchanged); otherwise pass --checkpoint.
 """
@@ -35,6 +37,8 @@ def main() -> None:
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only articles with this metadata (repeatable: keys AND, a repeated key OR)")
     p.add_argument("--title", default=None, help="the query's title (an export of a fused checkpoint)")
+    p.add_argument("--views", default=None, metavar="TAG,TAG",
+                   help="the query photos' view tags, one per photo, comma-separated (a view-aware export)")
     p.add_argument("--multivector", default=None, metavar="AGG", help="multi-vector search, aggregated by AGG")
     p.add_argument("--checkpoint", default=None, help="the head the export was built with (when it moved)")
     p.add_argument("--catalog", default=None, help="manifest for titles and photos (default: the export's catalog)")
@@ -50,6 +54,10 @@ def main() -> None:
     if args.multivector and (args.queries or args.rerank or args.where or args.title):
         raise SetencError("--multivector searches photos or --id on its own: drop --queries / --rerank / --where / "
                           "--title")
+    views = None if args.views is None else [t.strip() for t in args.views.split(",")]
+    if views is not None and (not args.photos or args.multivector or not all(views)):
+        raise SetencError("--views tags the query photos, one non-empty tag each (e.g. --views front,side): give it "
+                          "with photos, not with --id, --queries (a line's \"views\") or --multivector")
     where = parse_where(args.where)
 
     from setenc.catalogs import load_catalog
@@ -77,7 +85,7 @@ def main() -> None:
     elif args.id:
         hits = index.similar(args.id, k=args.k, **options)
     else:
-        hits = index.search(query or None, k=args.k, title=args.title, **options)
+        hits = index.search(query or None, k=args.k, title=args.title, views=views, **options)
     source = args.catalog or index.manifest.get("catalog")
     articles = {a.id: a for a in load_catalog(source)} if source and Path(source).exists() else {}
     print(f"{'rank':>4}  {'id':<24} {'score':>7}  title")

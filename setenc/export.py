@@ -10,7 +10,8 @@ the manifest's checksums always describe the files beside it.
 
 An export also keeps each article's filterable metadata (`setenc.filters`: `where=` needs no catalogue later), and
 an encoder with a title fusion (a checkpoint of `scripts/evaluate.py --text`) exports fused vectors of the
-catalogue's photos and titles (`SetEncoder.encode_articles`), recorded in the manifest's `fusion`.
+catalogue's photos and titles (`SetEncoder.encode_articles`), recorded in the manifest's `fusion`. A view-aware
+head (`setenc.views`) encodes each article with its photos' `views` tags, as it was trained and evaluated.
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ def _agree(what: str, asked: str | None, existing: str | None, default: str) -> 
 def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
             progress: bool) -> tuple[np.ndarray, PhotoStore, Metadata, list[str], list[str], list[str]]:
     """(N, E) float32 article vectors (rounded through `dtype`; fused with the titles when the encoder has a
-    fusion), their photo vectors, metadata, ids, dropped ids and skipped-photo lines."""
+    fusion), their photo vectors, metadata, ids, dropped ids and skipped-photo lines.
+
+    A view-aware head gets each article's photo tags, as trained and evaluated (a tag-free head ignores them)."""
     empty = (np.zeros((0, encoder.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype), Metadata({}))
     if len(catalog) == 0:
         return *empty, [], [], []
@@ -182,13 +185,22 @@ def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
     if not sets:
         return *empty, [], dropped, skipped
     titles = [a.title for a in kept] if takes_titles(encoder) else None  # cached beside the photo vectors
-    vecs = encoder.encode_articles(sets, titles, cache_root)
+    vecs = encoder.encode_articles(sets, titles, cache_root, views=_kept_views(kept, report.skipped))
     vecs = vecs.astype(dtype).astype(np.float32)  # (N, E) the values vectors.npy holds
     bad = ~np.isfinite(vecs).all(1)
     if bad.any():
         raise SetencError(f"article {kept.ids[int(np.argmax(bad))]!r}: its vector holds NaN/inf; "
                           "check its photos and the checkpoint")
     return vecs, PhotoStore.from_sets(sets, encoder.dim, dtype), Metadata.from_articles(kept), kept.ids, dropped, skipped
+
+
+def _kept_views(kept: Catalog, skipped: Sequence[tuple[str, str]]) -> list[tuple[str, ...] | None]:
+    """Per kept article the view tags of its photos that were embedded, in set order (one tag per photo: a TTA in
+    `elements` mode repeats them itself, `views.view_ids`); a photo missing from the cache for any other reason
+    leaves the rows unmatched, so that set's photos count as unknown rather than shifted onto the wrong tags."""
+    gone = {p for p, _ in skipped}
+    return [None if a.views is None else tuple(t for p, t in zip(a.images, a.views) if str(p) not in gone)
+            for a in kept]
 
 
 def _now() -> str:

@@ -13,6 +13,12 @@ articles whose stored metadata match are returned (`setenc.filters`; how each in
 (photos + titles, `setenc.fusion`) also takes title queries: `search(photos, title="blue denim jacket")`,
 `search(title="...")` (title only) or photos alone, each scored by the sides it has.
 
+An export of a view-aware head (`setenc.views`: its photos encoded with their catalogue `views` tags) takes the query
+photos' tags: `search(photos, views=["front", "side"])`, one tag per photo. A query without tags encodes its photos
+as "unknown" (tags the head never saw too), which is what a tagless catalogue article is. On an export of a tag-free
+head, tags are still checked (one per photo) and then ignored, as `SetEncoder.encode_sets` ignores them: a client
+may send them whichever export it queries.
+
 Photo queries need the encoder the export was made with. `SetIndex` rebuilds it from the manifest by itself when
 it can: a parameter-free head from its config, a trained head from the recorded checkpoint path if that file still
 has the recorded sha256. Otherwise pass `encoder=` (or `--checkpoint`); vector queries never need one.
@@ -36,6 +42,7 @@ from setenc.export import check_encoder, delete_articles, encoder_from_manifest,
 from setenc.filters import Metadata, RowSelector, Where
 from setenc.matchers import Matcher
 from setenc.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
+from setenc.photos.tta import spec_tta
 from setenc.rerank import DEFAULT_CANDIDATES, check_weight, rerank as rerank_rows, reranker
 from setenc.store import REEXPORT, PhotoStore, read_export, require_photos
 
@@ -43,6 +50,7 @@ __all__ = ["SetIndex", "build_index", "check_encoder", "delete_articles", "encod
            "ivf_lists", "set_search_params"]
 
 Query = np.ndarray | torch.Tensor | Sequence[str | os.PathLike | Image.Image]
+Views = Sequence[str]  # one view tag per query photo
 
 
 class SetIndex:
@@ -95,6 +103,11 @@ class SetIndex:
         titles, whose config records their size): then title queries work."""
         return bool(self.manifest.get("fusion") or self.manifest.get("head", {}).get("config", {}).get("titles"))
 
+    @property
+    def view_aware(self) -> bool:
+        """Whether the export's head adds a learned vector per photo view tag: then query tags change its vectors."""
+        return bool(self.manifest.get("head", {}).get("config", {}).get("views"))
+
     def set_params(self, **params) -> None:
         """Trade speed for recall at search time, e.g. `set_params(nprobe=64)` or `set_params(efSearch=256)`."""
         set_search_params(self.index, params)
@@ -122,19 +135,23 @@ class SetIndex:
         return RowSelector(self.metadata.mask(where, len(self)))
 
     # -- queries -------------------------------------------------------------------------------------
-    def prepare(self, queries: Sequence[Query | None],
-                titles: Sequence[str | None] | None = None) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    def prepare(self, queries: Sequence[Query | None], titles: Sequence[str | None] | None = None,
+                views: Sequence[Views | None] | None = None) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """Queries -> ((Q, E) query vectors, each query's (n, D) photo vectors or None for a vector / title query).
 
         Each query: an (E,) vector, an (n, D) array of photo vectors, a photo set (paths / PIL images), or None
         for a title-only query. A 2-D array as a whole is a batch of (Q, E) vectors. `titles` (a fused export
-        only): one title or None per query, fused with its photos by the export's encoder."""
+        only): one title or None per query, fused with its photos by the export's encoder. `views`: per query one
+        view tag per photo, or None (unknown; see the module docstring)."""
         if titles is not None:
             titles = self._check_titles(queries, titles)
-        if titles is None and isinstance(queries, (np.ndarray, torch.Tensor)) and np.ndim(queries) == 2:
+        if views is not None:
+            views = self._check_views(queries, views)
+        batch = isinstance(queries, (np.ndarray, torch.Tensor)) and np.ndim(queries) == 2
+        if titles is None and views is None and batch:
             return self._unit(np.asarray(queries, np.float32)), [None] * len(queries)
         rows, photos = [], []
-        for q, title in zip(queries, titles or [None] * len(queries)):
+        for q, title, tags in zip(queries, titles or [None] * len(queries), views or [None] * len(queries)):
             x = None if q is None else self.photo_vectors(q, len(rows))
             if q is not None and x is None:
                 if title:
@@ -143,7 +160,7 @@ class SetIndex:
             elif x is None and not title:
                 raise SetencError(f"query {len(rows)}: no photos and no title: nothing to search for")
             else:
-                rows.append(self.encoder.encode_articles([x], [title] if self.fused else None)[0])
+                rows.append(self.encoder.encode_articles([x], [title] if self.fused else None, views=[tags])[0])
             photos.append(x)
         vecs = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
         return vecs, photos
@@ -175,9 +192,33 @@ class SetIndex:
                               "each)")
         return [None if t is None else str(t) for t in titles]
 
-    def vectorize(self, queries: Sequence[Query | None], titles: Sequence[str | None] | None = None) -> np.ndarray:
+    def _check_views(self, queries: Sequence[Query | None],
+                     views: Sequence[Views | None]) -> list[tuple[str, ...] | None]:
+        """One tag list (or None) per query, one tag per query photo, checked before any photo is embedded; else a
+        one-line error. An (n, D) query's rows are photos, or under an `elements` TTA `per_photo` rows a photo."""
+        if isinstance(views, str) or len(views) != len(queries):
+            raise SetencError(f"{len(queries)} queries but views is not a list of {len(queries)} (a list of view "
+                              "tags or None each)")
+        per_photo = spec_tta(self.manifest.get("backbone", {})).per_photo
+        out = []
+        for position, (q, tags) in enumerate(zip(queries, views)):
+            if tags is None:
+                out.append(None)
+                continue
+            if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+                raise SetencError(f"query {position}: views must be a list of view tags (text), one per photo")
+            array = isinstance(q, (np.ndarray, torch.Tensor))
+            rows = (len(q) if np.ndim(q) == 2 else 0) if array else len(q or ()) * per_photo
+            if len(tags) * per_photo != rows:
+                raise SetencError(f"query {position}: {len(tags)} view tags for {rows // per_photo} photos: give one "
+                                  "tag per query photo (a vector or title-only query takes none)")
+            out.append(tuple(tags))
+        return out
+
+    def vectorize(self, queries: Sequence[Query | None], titles: Sequence[str | None] | None = None,
+                  views: Sequence[Views | None] | None = None) -> np.ndarray:
         """Queries -> (Q, E) query vectors (see `prepare`)."""
-        return self.prepare(queries, titles)[0]
+        return self.prepare(queries, titles, views)[0]
 
     def _unit(self, x: np.ndarray) -> np.ndarray:
         """Vector queries as searched: unit length, except on a late-fusion export, whose vectors' norms say which
@@ -192,7 +233,8 @@ class SetIndex:
     # -- searching -----------------------------------------------------------------------------------
     def search_batch(self, queries: Sequence[Query | None], k: int = 10, rerank: str | Matcher | None = None,
                      candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0, where: Where | None = None,
-                     titles: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     titles: Sequence[str | None] | None = None,
+                     views: Sequence[Views | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids (Q, k) object, scores (Q, k) float32), best first; missing hits: id None, score -inf.
 
         Args:
@@ -202,13 +244,14 @@ class SetIndex:
             where: only articles whose metadata match, e.g. `{"group": "Shoes", "color": ["blue", "navy"]}`
                 (`setenc.filters`); fewer than k match: the rest are missing hits.
             titles: per query a title or None (a fused export only; a title-only query is None + its title).
+            views: per query its photos' view tags (one each) or None = unknown (see the module docstring).
         """
         matcher = None if rerank is None else reranker(rerank)  # bad names and weights fail before any encoding
         weight = check_weight(weight)
         if matcher is not None:
             require_photos(self.photos, f"re-ranking with {matcher.name!r}")  # before any photo is embedded
         selector = self.selector(where)
-        vecs, photos = self.prepare(queries, titles)
+        vecs, photos = self.prepare(queries, titles, views)
         return self._search(vecs, photos, k, matcher, candidates, weight, selector)
 
     def _search(self, vecs: np.ndarray, photos: list[np.ndarray | None], k: int, matcher: Matcher | None,
@@ -240,11 +283,12 @@ class SetIndex:
 
     def search(self, query: Query | None = None, k: int = 10, rerank: str | Matcher | None = None,
                candidates: int = DEFAULT_CANDIDATES, weight: float = 0.0, where: Where | None = None,
-               title: str | None = None) -> list[tuple[str, float]]:
+               title: str | None = None, views: Views | None = None) -> list[tuple[str, float]]:
         """The k nearest articles of one query (a vector, photo vectors or a photo set; with a fused export also
-        or only a `title`) as (id, score), among the articles matching `where`."""
+        or only a `title`) as (id, score), among the articles matching `where`. `views`: one view tag per query
+        photo, for a view-aware export; without them its photos are encoded as "unknown" view."""
         ids, scores = self.search_batch([query], k, rerank, candidates, weight, where,
-                                        None if title is None else [title])
+                                        None if title is None else [title], None if views is None else [views])
         return [(i, float(s)) for i, s in zip(ids[0], scores[0]) if i is not None]
 
     def search_photos(self, query: Query, k: int = 10, aggregate: str | Matcher = MAX_SIM,

@@ -7,7 +7,8 @@ One query a line, exactly one of:
 {"vector": [0.1, ...]}                         an (E,) article vector, searched as it is (no re-ranking)
 {"title": "blue denim jacket"}                 a title alone (an export of a fused checkpoint)
 ```
-A photos line may also carry a `"title"` (fused exports). Any line may carry `"where": {"group": "Shoes"}` (a list
+A photos line may also carry a `"title"` (fused exports) and `"views": ["front", "side"]`, one view tag per photo
+(for a view-aware export; `SetIndex.search`'s `views`). Any line may carry `"where": {"group": "Shoes"}` (a list
 value: any of), which adds to / overrides the `where` given for the whole file. An optional `"qid"` is echoed back. Every line is read and checked before the first search, so a bad line is one
 error naming it and costs no work. Each answer is one JSON object: `{"line", "qid", "hits": [{"id", "score"}]}`,
 in the order of the file. Photo and vector queries are searched in batches (one FAISS call per batch).
@@ -41,6 +42,7 @@ class QueryLine:
     qid: object = None
     title: str | None = None
     where: dict | None = None
+    views: list[str] | None = None
 
 
 def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False) -> list[QueryLine]:
@@ -92,9 +94,13 @@ def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False)
                     raise SetencError(f"{where}: 'vector' must be a list of {index.dim} finite numbers")
                 if rerank:
                     raise SetencError(f"{where}: a vector query cannot be re-ranked (no photos); give photos or an id")
+            views = obj.get("views")
+            if views is not None and (kind != "photos" or not isinstance(views, list) or len(views) != len(value)
+                                      or not all(isinstance(t, str) for t in views)):
+                raise SetencError(f"{where}: 'views' must list one view tag per photo of a photos query")
             if rerank and value is None:
                 raise SetencError(f"{where}: a title-only query cannot be re-ranked (no photos)")
-            out.append(QueryLine(lineno, kind, value, obj.get("qid"), title, filters))
+            out.append(QueryLine(lineno, kind, value, obj.get("qid"), title, filters, views))
     return out
 
 
@@ -107,7 +113,7 @@ def answer(index: SetIndex, queries: list[QueryLine], k: int = 10, rerank: str |
     def flush() -> Iterator[dict]:
         titles = [q.title for q in pending] if index.fused else None
         ids, scores = index.search_batch([q.value for q in pending], k, rerank, candidates, weight, batch_where,
-                                         titles)
+                                         titles, [q.views for q in pending])
         for q, row_ids, row_scores in zip(pending, ids, scores):
             yield _result(q, [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None])
         pending.clear()

@@ -2,13 +2,15 @@
 
 ```
 GET  /health                    the export: articles, dims, index type, photo vectors stored, fusion, metadata keys
-POST /search                    multipart: photos (files) and / or paths (form fields), title, k, rerank,
+POST /search                    multipart: photos (files) and / or paths (form fields), title, views, k, rerank,
                                 candidates, weight, where (repeatable)
 GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=&where=: an article of the export as the query,
                                 itself left out
 ```
 `where` is `KEY=VALUE`, repeatable as in scripts/search.py (`?where=group=Shoes&where=group=Sandals`: any of;
 different keys: all of). `title` (an export of a fused checkpoint) is fused with the photos, or is the query alone.
+`views` (`front,side`: one view tag per photo, uploaded photos first, then paths) tags the query photos for an export
+of a view-aware head; without it they count as "unknown" view (`SetIndex.search`).
 Answers are `{"hits": [{"id", "score"}], "took_ms"}`. What a client gets wrong is a 4xx with one clear `detail`:
 an empty query or bad option 400, a file that is not a photo 415, a photo over the size limit 413, an unknown
 article 404; nothing a client sends yields a 500. Uploads are decoded by the library's safe decoder
@@ -97,7 +99,8 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
     @app.post("/search")
     def search(photos: list[UploadFile] = File(default=[]), paths: list[str] = Form(default=[]), k: int = Form(10),
                rerank: str | None = Form(None), candidates: int = Form(DEFAULT_CANDIDATES),
-               weight: float = Form(0.0), title: str | None = Form(None), where: list[str] = Form(default=[])) -> dict:
+               weight: float = Form(0.0), title: str | None = Form(None), where: list[str] = Form(default=[]),
+               views: str | None = Form(None)) -> dict:
         start = time.perf_counter()
         check_k(k)
         title = (title or "").strip() or None
@@ -107,8 +110,9 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
             raise SetencError(f"{len(photos) + len(paths)} photos in one query; at most {max_photos}")
         filters = parse_where(where)
         index.selector(filters)  # a bad filter fails before any photo is decoded
+        tags = [t.strip() for t in views.split(",")] if (views or "").strip() else None
         query = [decode(p) for p in photos] + [resolve(p) for p in paths]
-        return answer(index.search(query or None, k, rerank or None, candidates, weight, filters, title), start)
+        return answer(index.search(query or None, k, rerank or None, candidates, weight, filters, title, tags), start)
 
     @app.get("/articles/{article_id}/similar")
     def similar(article_id: str, k: int = 10, rerank: str | None = None, candidates: int = DEFAULT_CANDIDATES,
