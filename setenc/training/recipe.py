@@ -69,8 +69,8 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     if out.tta is None:
         out.tta = TTA
         why.append(f"tta={TTA}: every photo is averaged with its central 75% crop (the product larger in the frame), "
-                   "at twice the embedding cost; over the 87.5% crop held-out R@1 +0.017 grocery, +0.010 "
-                   "fashion44k, multiview 0.979 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
+                   "at twice the embedding cost; over the 87.5% crop held-out R@1 +0.017 grocery, +0.006 "
+                   "fashion44k, multiview 0.967 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
                    "crop+crop@0.75 is +0.02 on cars at 3x the cost; --tta none saves the cost")
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
         weight = MEAN_WEIGHT if out.split_by == "group" else 0.0
