@@ -17,8 +17,6 @@ import contextlib
 import io
 import logging
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +24,8 @@ import numpy as np
 import torch
 
 from setenc.errors import SetencError
-from setenc.paths import cache_dir
 from setenc.photos.backbones.base import TorchSpec, short_hash
-from setenc.photos.backbones.onnx import _IN, _OUT, OnnxBackbone, _session, export_onnx
+from setenc.photos.backbones.onnx import _IN, _OUT, OnnxBackbone, _session, cached_graph, export_onnx
 
 CALIBRATION = {"demo_seed": 0, "demo_groups": 24, "demo_px": 128, "photos": 128, "method": "percentile",
                "format": "qdq", "activations": "uint8", "weights": "int8 per channel"}
@@ -98,27 +95,19 @@ def _agreement(fp32: Path, int8: str, pixels: np.ndarray) -> float:
 
 def quantised_onnx(spec: Int8Spec) -> Path:
     """The cached int8 ONNX file of `spec`, quantised (and checked against float32) on first use."""
-    path = cache_dir("onnx") / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{spec.transform.size}px.onnx"
-    if path.is_file():
-        return path
-    fp32 = export_onnx(spec.float_spec)
-    log.info("%s: quantising to int8 once, calibrated on %d synthetic demo photos (about a minute)", spec.name,
-                CALIBRATION["photos"])
-    pixels = _calibration_pixels(spec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def make(tmp: str) -> None:
+        fp32 = export_onnx(spec.float_spec)
+        log.info("%s: quantising to int8 once, calibrated on %d synthetic demo photos (about a minute)", spec.name,
+                 CALIBRATION["photos"])
+        pixels = _calibration_pixels(spec)
         _quantise(fp32, tmp, pixels)
         cosine = _agreement(fp32, tmp, pixels)
         if cosine < MIN_COSINE:
             raise RuntimeError(f"{spec.name}: the int8 graph's vectors are too far from float32 "
                                f"(mean cosine {cosine:.3f} < {MIN_COSINE})")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: readers see no file or a whole, checked one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return cached_graph(spec, make)
 
 
 def int8_runtime(spec: Int8Spec, device: str | torch.device = "cpu") -> OnnxBackbone:

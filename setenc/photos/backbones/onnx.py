@@ -12,6 +12,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -177,25 +178,34 @@ def _check(module: nn.Module, path: str, size: int) -> None:
         raise RuntimeError(f"ONNX export differs from torch (max |diff| {err:.2e} on unit vectors)")
 
 
-def export_onnx(spec: TorchSpec) -> Path:
-    """The cached ONNX file for a torch backbone, exported (and checked) on first use."""
-    size = spec.transform.size
-    path = cache_dir("onnx") / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{size}px.onnx"
+def cached_graph(spec: TorchSpec, make: Callable[[str], None]) -> Path:
+    """The cached ONNX file named by `spec.id` and input size; on first use `make(tmp)` writes (and checks) it into
+    a temporary file that is then renamed into place, so readers see no file or a whole, checked one."""
+    path = cache_dir("onnx") / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{spec.transform.size}px.onnx"
     if path.is_file():
         return path
-    module = spec.build().eval().requires_grad_(False).cpu()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
     os.close(fd)
     try:
-        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        _export(module, x, tmp)
-        _check(module, tmp, size)
+        make(tmp)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: readers see no file or a whole, checked one
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def export_onnx(spec: TorchSpec) -> Path:
+    """The cached ONNX file for a torch backbone, exported (and checked against torch) on first use."""
+    size = spec.transform.size
+
+    def make(tmp: str) -> None:
+        module = spec.build().eval().requires_grad_(False).cpu()
+        _export(module, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)), tmp)
+        _check(module, tmp, size)
+
+    return cached_graph(spec, make)
 
 
 def onnx_runtime(spec: TorchSpec, device: str | torch.device = "cpu") -> OnnxBackbone:
