@@ -181,3 +181,33 @@ def test_evaluate_script_refuses_text_options_in_one_line_before_any_work(tmp_pa
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     assert all(w in lines[0] for w in words), lines[0]
     assert not (Path(env["SETENC_CACHE"]) / "embeddings").exists()  # refused before embedding anything
+
+
+def test_title_rows_give_a_view_aware_head_its_tags(tmp_path, fake_backbone):
+    """Late-fusion rows score a view-aware head with the photos' tags, as its own row does (not as 'unknown')."""
+    from setenc.evaluation.protocols import group_protocol
+    from setenc.evaluation.titles import title_rows
+    from setenc.text import create_text_encoder
+
+    cat = _titled_catalog(tmp_path)
+    sets = [np.ones((len(a.images), 4), np.float32) for a in cat]
+    p = group_protocol(sets, cat)
+    p.q_views = [("front",) * len(x) for x in p.queries]
+    p.g_views = [("side",) * len(x) for x in p.gallery]
+    seen = []
+
+    class Recorder:
+        head = type("Head", (), {"titles": None})()
+        fusion = type("F", (), {"weight": 1.0, "combine": staticmethod(lambda s, t: s)})()
+
+        def encode_sets(self, sets, views=None, **_):
+            seen.append(("sets", views))
+            return np.ones((len(sets), 2), np.float32)
+
+        def encode_articles(self, sets, titles, views=None, **_):
+            seen.append(("articles", views))
+            return np.ones((len(sets), 2), np.float32)
+
+    text = create_text_encoder("tfidf").fit([a.title or "" for a in cat])
+    title_rows(text, {"head": Recorder()}, [p], cat, tmp_path / "cache")
+    assert seen == [("sets", p.g_views), ("articles", p.q_views)]

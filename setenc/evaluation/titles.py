@@ -51,8 +51,8 @@ def tune_fusions(text: TextEncoder, methods: dict[str, SetEncoder], sets: list[n
     for name, enc in methods.items():
         if enc.head.titles is not None:
             continue  # a learned fusion takes the title itself: its own row already uses it
-        w, rows = tune_weight(enc.encode_sets(p.queries), enc.encode_sets(p.gallery), tq, tg, p.q_labels, p.g_labels,
-                              p.exclude)
+        w, rows = tune_weight(enc.encode_sets(p.queries, views=p.q_views), enc.encode_sets(p.gallery, views=p.g_views),
+                              tq, tg, p.q_labels, p.g_labels, p.exclude)  # a view-aware head sees its tags
         grid = {str(r["alpha"]): {k: round(float(r[k]), 4) for k in ("recall@1", "map@r")} for r in rows}
         out[name] = enc.with_fusion(Fusion(w, text, {"tuned_on": catalog.name, "queries": len(p.queries),
                                                      "grid": grid}))
@@ -76,9 +76,9 @@ def title_rows(text: TextEncoder, fused: dict[str, SetEncoder], protocols: list[
         m = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)
         rows.append(_row(f"title ({text.name})", p, m, time.perf_counter() - t))
         for name, enc in fused.items():
-            gv = enc.fusion.combine(enc.encode_sets(p.gallery), g)  # index time
+            gv = enc.fusion.combine(enc.encode_sets(p.gallery, views=p.g_views), g)  # index time
             t = time.perf_counter()
-            qv = enc.encode_articles(p.queries, [titles[i] for i in p.q_ids])
+            qv = enc.encode_articles(p.queries, [titles[i] for i in p.q_ids], views=p.q_views)
             m = vector_metrics(qv, gv, p.q_labels, p.g_labels, exclude=p.exclude)
             rows.append(_row(f"{name} + title ({text.name}, w={enc.fusion.weight:g})", p, m, time.perf_counter() - t))
     return rows
