@@ -32,9 +32,16 @@ def view_ids(tags: Sequence[str] | None, rows: int, vocab: Sequence[str], per_ph
 
     All unknown when the set has no tags or its rows do not match them (photos dropped at embedding).
     """
+    return _ids(tags, rows, _index(vocab), per_photo)
+
+
+def _index(vocab: Sequence[str]) -> dict[str, int]:
+    return {t: k + 1 for k, t in enumerate(vocab)}
+
+
+def _ids(tags: Sequence[str] | None, rows: int, index: dict[str, int], per_photo: int) -> np.ndarray:
     if not tags or rows != len(tags) * per_photo:
         return np.full(rows, UNKNOWN, np.int64)
-    index = {t: k + 1 for k, t in enumerate(vocab)}
     return np.repeat(np.array([index.get(t, UNKNOWN) for t in tags], np.int64), per_photo)
 
 
@@ -44,7 +51,8 @@ def sets_view_ids(sets: Sequence[np.ndarray], views: Sequence[Sequence[str] | No
     views = views if views is not None else [None] * len(sets)
     if len(views) != len(sets):
         raise ValueError(f"{len(sets)} sets but {len(views)} view-tag lists: give one (or None) per set")
-    return [view_ids(v, len(s), vocab, per_photo) for s, v in zip(sets, views)]
+    index = _index(vocab)  # once, not once per set
+    return [_ids(v, len(s), index, per_photo) for s, v in zip(sets, views)]
 
 
 class ViewEmbedding(nn.Module):
