@@ -10,6 +10,7 @@ __version__ = "0.1.0"  # first: submodules read it while the package initialises
 # name -> module: the public API, imported on first use so `import setenc` (and every script's `--help`) does not
 # pay for torch, FAISS or transformers until something needs them (PEP 562)
 _API = {
+    "classes": ("ClassBlock",),  # class probabilities appended where groups are classes
     "catalogs": ("Article", "Catalog", "load_catalog", "make_demo_catalog", "split_catalog", "write_catalog"),
     "encoder": ("SetEncoder",),
     "errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),

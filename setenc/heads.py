@@ -13,6 +13,10 @@ The tag vocabulary is the `views` option, so checkpoints carry it in the head co
 Learned fusion of titles (`create_head(name, in_dim, titles=T)`, any head, the same way): the article's title
 vector joins the set as one more element, `forward(x, mask, views, titles)` (`TitleElement`); an article without a
 title (a zero row, or `titles=None`) simply has no such element, and a title-only article has no photo rows.
+
+A class block (`create_head(name, in_dim, classes=[names])`, any head, the same way): the head's vector gets the
+class probabilities of a probe fitted after training appended (`setenc.classes.ClassBlock`), for catalogues whose
+groups are classes; `out_dim` grows by the number of classes, and the class names are the `classes` option.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from setenc.classes import WEIGHT as CLASS_WEIGHT, ClassBlock, photo_means
 from setenc.errors import SetencError
 from setenc.registry import Registry
 from setenc.sets import check_sets, masked_mean, masked_sum
@@ -62,6 +67,7 @@ class SetHead(nn.Module):
         self._options = dict(options or {})
         self.view_embed: ViewEmbedding | None = None
         self.title_element: TitleElement | None = None
+        self.class_block: ClassBlock | None = None
 
     def add_views(self, vocab: list[str]) -> None:
         """Make the head view-aware over these tags (`create_head(..., views=vocab)` calls it)."""
@@ -72,6 +78,21 @@ class SetHead(nn.Module):
         """Take a `dim`-d title vector as one more set element (`create_head(..., titles=dim)` calls it)."""
         self.title_element = TitleElement(dim, self.in_dim)
         self._options["titles"] = int(dim)
+
+    def add_classes(self, classes: list[str], weight: float = CLASS_WEIGHT) -> ClassBlock:
+        """Append class probabilities to the output (`create_head(..., classes=names)` calls it); the caller fits
+        the returned block (`ClassBlock.fit`) on the training articles' `photo_means`, or a checkpoint loads it."""
+        if self.class_block is not None:
+            raise SetencError(f"head {self.name!r} already has a class block")
+        self.class_block = ClassBlock(classes, self.in_dim, weight)
+        self._options.update(classes=list(classes), class_weight=float(weight))
+        self.out_dim += len(classes)
+        return self.class_block
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The classes whose probabilities this head appends; None without a class block."""
+        return None if self.class_block is None else self.class_block.classes
 
     @property
     def titles(self) -> int | None:
@@ -94,13 +115,15 @@ class SetHead(nn.Module):
         titles (B, T) title vectors, zero rows = no title (ignored by a photos-only head)."""
         fuse = self.title_element is not None and titles is not None
         check_sets(x, mask, self.in_dim, empty_ok=fuse)  # with titles a set may hold its title alone
+        photos = (x.masked_fill(~mask.unsqueeze(-1), 0.0), mask)  # a class block's probe reads the photos as given
         if self.view_embed is not None:
             x = self.view_embed(x, views)
         if fuse:
             x, mask = self.title_element(x, mask, titles)
             check_sets(x, mask, what="photos + titles")  # each article needs photos or a title
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, N, D) padded slots may hold anything
-        return F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
+        z = F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
+        return z if self.class_block is None else self.class_block(z, photo_means(*photos))  # (B, E + K)
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, D) with zeroed padding, (B, N) -> (B, E), not yet normalised."""
@@ -320,7 +343,8 @@ def list_heads() -> list[str]:
     return HEADS.names()
 
 
-def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: int | None = None, **kw) -> SetHead:
+def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: int | None = None,
+                classes: list[str] | None = None, class_weight: float = CLASS_WEIGHT, **kw) -> SetHead:
     """Build a head by name, e.g. `create_head("pma", 1280, encoder="sab", seeds=3)`.
 
     Args:
@@ -328,6 +352,8 @@ def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: 
         in_dim: width of the photo vectors (the backbone's embedding dim).
         views: view tags to learn a vector for (a view-aware head, `setenc.views`); None = tag-free.
         titles: size of the title vectors to fuse as one more set element (learned fusion); None = photos only.
+        classes: class names whose probabilities the output appends (`setenc.classes`, fitted after training);
+            `class_weight` scales them. None = no class block.
         **kw: the head's options; unknown ones are an error, not silently ignored.
     """
     for old, new in LEGACY_OPTIONS.get(name, {}).items():
@@ -338,4 +364,6 @@ def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: 
         head.add_views(list(views))
     if titles is not None:
         head.add_titles(titles)
+    if classes is not None:
+        head.add_classes(list(classes), class_weight)
     return head

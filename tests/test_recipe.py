@@ -62,10 +62,10 @@ def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
 
 def test_what_the_user_sets_wins():
     cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article",
-                                                "head_kwargs": {"mean_weight": 0.5}, "tta": "flip"}),
+                                                "head_kwargs": {"mean_weight": 0.5}, "tta": "flip", "classes": True}),
                              synthetic(60, 3))
-    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, why) == (
-        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", [])
+    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, cfg.classes, why) == (
+        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", True, [])
 
 
 def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):

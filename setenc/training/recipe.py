@@ -3,8 +3,8 @@ other option is the package's best measured recipe for X.
 
 Every rule below is a measurement over product folds x seeds on the real catalogues (docs/bench_heads.md, "The
 default recipe"); the run prints what it chose and why, and any field given on the command line or in a config wins.
-Fields left to the recipe are `None` (`split`, `epochs`, `tta`) or `"auto"` (`split_by`) in `TrainConfig`, and the
-`proj` head's `mean_weight` when `head_kwargs` does not give it.
+Fields left to the recipe are `None` (`split`, `epochs`, `tta`, `classes`) or `"auto"` (`split_by`) in
+`TrainConfig`, and the `proj` head's `mean_weight` when `head_kwargs` does not give it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
                    "at twice the embedding cost; over the 87.5% crop held-out R@1 +0.017 grocery, +0.006 "
                    "fashion44k, multiview 0.967 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
                    "crop+crop@0.75 is +0.02 on cars at 3x the cost; --tta none saves the cost")
+    if out.classes is None:
+        out.classes = s.mean_group >= CLASS_GROUPS
+        why.append(f"classes={str(out.classes).lower()}: " + (
+            "groups are classes, so a softmax probe over the trained head's vectors adds each article's class "
+            "probabilities to its vector (setenc/classes.py; fashion44k MAP@R +0.04, R@1 not lower)"
+            if out.classes else "groups are products, which a class probe cannot name for products it never saw"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
         weight = MEAN_WEIGHT if out.split_by == "group" else 0.0
         out.head_kwargs = {**out.head_kwargs, "mean_weight": weight}

@@ -154,6 +154,8 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     encoder = SetEncoder(best, spec, dim, training=training, text=text)
     enc = lambda sets, views, ids: encoder.encode_sets(  # noqa: E731
         sets, views=views, titles=None if titles is None else titles(ids))
+    if cfg.classes:
+        add_class_block(best, train_sets, train_cat)
     result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
               "epochs_kept": kept, "seconds": round(time.perf_counter() - t0, 1)}
     rounded = lambda m: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}  # noqa: E731
@@ -170,6 +172,22 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def add_class_block(head, sets, catalog: Catalog) -> None:
+    """Fit a class block (`setenc.classes`) on the grouped training articles' mean photo vectors, and attach it."""
+    from setenc.classes import photo_means
+    from setenc.sets import pad_sets
+
+    rows = [i for i, a in enumerate(catalog.articles) if a.group is not None]
+    labels = [catalog.articles[i].group for i in rows]
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        print(f"[train] class block skipped: the training articles name {len(classes)} class(es), a probe needs 2")
+        return
+    head.add_classes(classes).fit(photo_means(*pad_sets([sets[i] for i in rows])), labels)
+    print(f"[train] class block: a probe over {len(classes)} classes, fitted on {len(rows)} training articles, "
+          f"appends their probabilities to each vector ({head.out_dim}-d)")
 
 
 def training_views(cfg: TrainConfig, train_cat: Catalog) -> list[str] | None:
