@@ -75,8 +75,9 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     if out.classes is None:
         out.classes = s.mean_group >= CLASS_GROUPS
         why.append(f"classes={str(out.classes).lower()}: " + (
-            "groups are classes, so a softmax probe over the trained head's vectors adds each article's class "
-            "probabilities to its vector (setenc/classes.py; fashion44k MAP@R +0.04, R@1 not lower)"
+            "groups are classes, so a softmax probe over each article's mean photo vector, fitted on the training "
+            "articles, appends its class probabilities to the head's vector (setenc/classes.py; fashion44k R@1 "
+            "0.874 vs 0.865, MAP@R 0.775 vs 0.739, 5 folds x 2 seeds)"
             if out.classes else "groups are products, which a class probe cannot name for products it never saw"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
         weight = MEAN_WEIGHT if out.split_by == "group" else 0.0
