@@ -39,9 +39,9 @@ class TrainConfig:
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
     views: bool = _f(False, "view-aware head: a learned vector per photo `views` tag of the training articles (plus "
                      "one for unknown / untagged), zero at init, added to each photo before pooling (setenc/views.py)")
-    classes: bool | None = _f(None, "class block: after training, fit a softmax probe over the head's vectors of the "
-                              "training articles and append its class probabilities (setenc/classes.py); null = the "
-                              "recipe's choice (on when groups are classes)")
+    classes: bool | None = _f(None, "class block: after training, fit a softmax probe over the training articles' mean "
+                              "photo vectors and append its class probabilities to every vector (setenc/classes.py); "
+                              "null = the recipe's choice (on when groups are classes, off for a learned fusion)")
     text: str | None = _f(None, "title encoder for a learned fusion (tfidf | minilm | clip-text): each article's "
                           "title vector joins its set as one more element (docs/titles.md); null = photos only")
     text_kwargs: dict = _f({}, "title encoder options, e.g. {model: path/to/minilm}")
