@@ -114,3 +114,9 @@ def test_training_fits_the_block_and_the_checkpoint_carries_it(tmp_path):
     vecs = encoder.encode_sets([np.random.default_rng(0).standard_normal((2, 1280)).astype(np.float32)])
     assert vecs.shape == (1, encoder.out_dim) and abs(float(np.linalg.norm(vecs)) - 1) < 1e-5
     assert encoder.head.class_block.probe.weight.abs().sum() > 0  # fitted, not the zero init
+    ev = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(run / "best.pt"),
+                         "--catalog", str(catalog), "--out", str(tmp_path / "rep"), "--no-pictures"], cwd=REPO,
+                        env=script_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert f"appends the probabilities of {len(encoder.head.classes)} classes" in report

@@ -212,8 +212,10 @@ def evaluate_catalog(
         raise SetencError(f"{catalog.name}: none of the protocols {list(protocols)} can run on these {len(kept)} "
                           "articles (group retrieval needs a group with two articles, self retrieval an article with "
                           "two photos); evaluate more articles")
+    blocks = {name: len(e.head.classes) for name, e in encoders.items() if e.head.classes}  # class blocks' widths
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
               "tta": str(tta),
+              **({"classes": blocks} if blocks else {}),
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
               "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
               "rows": rows, **({"text": text_info} if text_info else {})}
@@ -253,6 +255,8 @@ def markdown_report(report: dict) -> str:
     lines = [f"# setenc evaluation — {report['catalog']}", "",
              f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`"
              + (f"; photo variants (TTA): `{report['tta']}`" if report.get("tta", "none") != "none" else ""),
+             *[f"- `{name}` appends the probabilities of {k} classes (its class block, setenc/classes.py)"
+               for name, k in report.get("classes", {}).items()],
              f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
              *_text_lines(report.get("text")),
