@@ -115,7 +115,7 @@ class SetHead(nn.Module):
         titles (B, T) title vectors, zero rows = no title (ignored by a photos-only head)."""
         fuse = self.title_element is not None and titles is not None
         check_sets(x, mask, self.in_dim, empty_ok=fuse)  # with titles a set may hold its title alone
-        photos = (x.masked_fill(~mask.unsqueeze(-1), 0.0), mask)  # a class block's probe reads the photos as given
+        photos = (x, mask)  # a class block's probe reads the photos as given (masked_mean ignores padding)
         if self.view_embed is not None:
             x = self.view_embed(x, views)
         if fuse:
