@@ -39,13 +39,18 @@ class CatalogStats:
         groups = Counter(a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles)
         return cls(len(catalog), len(catalog) / max(1, len(groups)))
 
+    @property
+    def groups_are_classes(self) -> bool:
+        """Many articles a group: groups are classes (articleType), not products."""
+        return self.mean_group >= CLASS_GROUPS
+
 
 def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     """The config with every field left to the recipe filled in, and one line per choice saying why."""
     s = CatalogStats.of(catalog)
     out, why = dataclasses.replace(cfg), []
     if out.split_by == "auto":
-        classes = s.mean_group >= CLASS_GROUPS
+        classes = s.groups_are_classes
         out.split_by = "article" if classes else "group"
         why.append(f"split_by={out.split_by}: {s.mean_group:.1f} articles per group on average "
                    + (f"(>= {CLASS_GROUPS}: groups are classes, so held-out ARTICLES of known classes are scored)"
@@ -73,7 +78,7 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
                    "fashion44k, multiview 0.967 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
                    "crop+crop@0.75 is +0.02 on cars at 3x the cost; --tta none saves the cost")
     if out.classes is None:
-        classes = s.mean_group >= CLASS_GROUPS
+        classes = s.groups_are_classes
         out.classes = classes and out.fusion is None
         why.append(f"classes={str(out.classes).lower()}: " + (
             "groups are classes, so a softmax probe over each article's mean photo vector, fitted on the training "
