@@ -41,6 +41,7 @@ CONFIGS = {
     "efficientnet-lite2/torch": ("efficientnet-lite2", "torch", True),
     "efficientnet-lite2/onnx": ("efficientnet-lite2", "onnx", False),
     "efficientnet-lite2-int8/onnx": ("efficientnet-lite2-int8", "onnx", False),
+    "efficientnet-lite0+lite2/onnx": ("efficientnet-lite0+lite2", "onnx", False),
     "clip-b32/torch": ("clip", "torch", True),
     "clip-b32/onnx": ("clip", "onnx", True),
 }

