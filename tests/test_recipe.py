@@ -11,6 +11,7 @@ import torch
 
 from conftest import REPO, paired_catalog, script_env
 from setenc.catalogs import Article, Catalog
+from setenc.errors import SetencError
 from setenc.training import recipe
 from setenc.training.config import load_config
 
@@ -49,6 +50,19 @@ def test_groups_that_are_classes_split_by_article():
     assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].split_by == "group"
 
 
+def test_two_backbones_only_where_groups_are_classes_and_photos_alone_name_them():
+    classes, why = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
+    assert classes.backbone == recipe.CLASS_BACKBONE == "efficientnet-lite0+lite2"
+    assert any(line.startswith("backbone=efficientnet-lite0+lite2") for line in why)
+    assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].backbone == recipe.BACKBONE
+    fused = load_config(None, {"text": "tfidf", "fusion": "learned"})
+    assert recipe.choose(fused, synthetic(20, 100, photos=1))[0].backbone == recipe.BACKBONE
+    sized, _ = recipe.choose(load_config(None, {"backbone_kwargs": {"size": 320}}), synthetic(20, 100, photos=1))
+    assert (sized.backbone, sized.backbone_kwargs) == (recipe.CLASS_BACKBONE, {"size": 320})
+    with pytest.raises(SetencError, match="no option"):  # options checked against the recipe's choice
+        recipe.choose(load_config(None, {"backbone_kwargs": {"model": "x"}}), synthetic(60, 3))
+
+
 def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
     products, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
     assert products.head_kwargs == {"mean_weight": recipe.MEAN_WEIGHT} and any("mean_weight" in w for w in why)
@@ -62,10 +76,11 @@ def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
 
 def test_what_the_user_sets_wins():
     cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article",
-                                                "head_kwargs": {"mean_weight": 0.5}, "tta": "flip", "classes": True}),
+                                                "head_kwargs": {"mean_weight": 0.5}, "tta": "flip", "classes": True,
+                                                "backbone": "efficientnet-lite2"}),
                              synthetic(60, 3))
-    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, cfg.classes, why) == (
-        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", True, [])
+    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, cfg.classes, cfg.backbone, why) == (
+        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", True, "efficientnet-lite2", [])
 
 
 def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):

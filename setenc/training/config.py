@@ -28,7 +28,8 @@ class TrainConfig:
     """Everything a training run depends on; saved next to its checkpoints."""
 
     catalog: str | None = _f(None, "manifest (JSONL or folder); null or demo = the generated demo catalog")
-    backbone: str = _f("efficientnet-lite0", "frozen photo encoder (setenc.list_backbones())")
+    backbone: str | None = _f(None, "frozen photo encoder (setenc.list_backbones()); null = the recipe's choice "
+                              "(efficientnet-lite0+lite2 where groups are classes, else efficientnet-lite0)")
     backbone_kwargs: dict = _f({}, "backbone options, e.g. {model: openai/clip-vit-base-patch32}")
     runtime: str = _f("auto", "backbone runtime: auto | torch | onnx")
     cache: str | None = _f(None, "embedding-cache root; null = $SETENC_CACHE/embeddings")
@@ -131,7 +132,8 @@ def check_config(cfg: TrainConfig) -> None:
 
     HEADS.check_options(cfg.head, cfg.head_kwargs)
     LOSSES.check_options(cfg.loss, cfg.loss_kwargs)
-    BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
+    if cfg.backbone is not None:  # else the recipe chooses, and checks the options against its choice
+        BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
     if cfg.tta is not None:
         TTA.parse(cfg.tta)
     if (cfg.text is None) != (cfg.fusion is None):

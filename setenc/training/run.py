@@ -43,9 +43,9 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     The demo catalog is always the same one (its own fixed seed), whatever the training seed: matchers and heads
     of every seed see the same articles.
     """
-    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     catalog = catalog or catalog_arg(cfg.catalog)
     cfg, _ = recipe.choose(cfg, catalog)  # a no-op when `prepare` already chose
+    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
                                              wait_for_lock=600.0, tta=cfg.tta)  # runs side by side share the cache
@@ -91,8 +91,10 @@ def train(cfg: TrainConfig, resume: bool = False, trainer_options: dict | None =
     object, e.g. Ray Train's); their `callbacks` are added to the run's. Under data-parallel training every process
     runs this function; only process 0 evaluates and writes, the others return `{"run_dir", "rank"}`.
     """
-    backbone = create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)  # a missing model: now
-    cfg, catalog, why = prepare(cfg)
+    backbone = None if cfg.backbone is None else create_backbone(  # a missing model: before the catalogue is built
+        cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+    cfg, catalog, why = prepare(cfg)  # the recipe chooses the backbone when the config leaves it open
+    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
     for line in why:
         print(f"[recipe] {line}")
     name = cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}"
