@@ -68,7 +68,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         grads = dict(single.named_parameters())
         for name, p in module.named_parameters():
-            torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-7, msg=f"{loss} {name}")
+            # the temperature's gradient (~1e-4) is a sum of O(1) terms that nearly cancel: in float32 the two
+            # summation orders differ by a few 1e-7 on some CPUs, so it gets an absolute tolerance of that size
+            atol = 1e-6 if name.endswith("log_scale") else 1e-7
+            torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=atol, msg=f"{loss} {name}")
         report[loss] = float(got.detach())
     report["val"] = _sharded_validation(rank, module)
     with open(f"{out}.{rank}", "w") as f:
