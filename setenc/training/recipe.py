@@ -61,7 +61,7 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
             "tell them apart better than Lite0 (fashion44k R@1 0.892 vs 0.874, MAP@R 0.795 vs 0.775, 5 folds x 2 "
             "seeds; docs/bench_heads.md, round 8), at ~3x the embedding cost" if pair else
             "the offline default (1280-d); efficientnet-lite0+lite2 is the measured option for fine-grained "
-            "products (cars +0.045 R@1, +0.06 MAP@R) at ~3x the embedding cost"))
+            "products (cars +0.044 R@1, +0.067 MAP@R, 5 folds x 2 seeds) at ~3x the embedding cost"))
     if out.split_by == "auto":
         classes = s.groups_are_classes
         out.split_by = "article" if classes else "group"
