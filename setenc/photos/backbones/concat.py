@@ -2,8 +2,8 @@
 
 Why: two ImageNet nets of different depth and resolution make different mistakes, and a set head or a class probe
 reading both does better than either (fashion44k, 5 folds x 2 seeds: EfficientNet-Lite0 + Lite2 R@1 0.892 against
-0.874 for Lite0 alone; Lite2 alone was no better than Lite0; docs/bench_heads.md, round 8). Concatenating unit vectors keeps each net's cosine intact:
-the pair's cosine is the mean of the parts' cosines.
+0.874 for Lite0 alone; Lite2 alone was no better than Lite0; docs/bench_heads.md, round 8). Concatenating unit
+vectors keeps each net's cosine intact: the pair's cosine is the mean of the parts' cosines.
 
 All parts read one letterboxed, normalised input (one transform, one decode, one cache entry per photo) at the
 largest part's size; a smaller part gets it resized to its own size inside the net (bilinear), so each net sees
