@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 DIM = 1280
 KINDS = ("flat", "ivf", "hnsw")
@@ -65,9 +65,9 @@ def timed(fn, queries: np.ndarray, seconds: float) -> float:
 
 def main() -> None:
     args = parse_args()
-    from setenc.ann import build_index
-    from setenc.filters import Metadata
-    from setenc.index import SetIndex
+    from setenc.search.ann import build_index
+    from setenc.search.filters import Metadata
+    from setenc.search.index import SetIndex
 
     faiss.omp_set_num_threads(1)
     load_start = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:

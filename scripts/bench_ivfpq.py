@@ -2,7 +2,7 @@
 
 `python scripts/bench_ivfpq.py [--sizes 100000,1000000] [--shards 1,2]` writes docs/bench_ivfpq.md: memory per
 article, build time (train + add), Recall@10 vs exact search and CPU ms per query (one thread) of the `ivfpq`
-kind of `setenc.ann.build_index` (its default nlist / nprobe / PQ code size), and the same figures computed for
+kind of `setenc.search.ann.build_index` (its default nlist / nprobe / PQ code size), and the same figures computed for
 10M articles from the largest size measured (say which).
 
 Vectors: synthetic unit vectors of the article dimension (1280, EfficientNet-Lite0 + mean pooling), drawn around
@@ -23,8 +23,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from setenc.ann import PQ_REFINE, build_index, ivf_lists, pq_codes, search_refined
-from setenc.cli import run_main
+from setenc.search.ann import PQ_REFINE, build_index, ivf_lists, pq_codes, search_refined
+from setenc.plumbing.cli import run_main
 
 CHUNK = 65536
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from setenc.matchers import create_matcher, list_matchers, pairwise_scores
+from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 
 
 def parse_args() -> argparse.Namespace:

@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
 
 

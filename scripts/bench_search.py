@@ -32,8 +32,8 @@ import faiss
 import numpy as np
 import torch
 
-from setenc.cli import run_main
-from setenc.sets import pad_sets
+from setenc.plumbing.cli import run_main
+from setenc.heads.sets import pad_sets
 
 CHUNK = 8192  # synthetic articles generated (and seeded) together
 KINDS = ("flat", "ivf", "hnsw")
@@ -69,7 +69,7 @@ def real_data(args, encoder):
     """Real photo sets + labels: grocery queries, and a gallery of grocery gallery + fashion44k articles."""
     from setenc.catalogs import load_catalog
     from setenc.photos import photo_sets
-    from setenc.paths import cache_dir
+    from setenc.plumbing.paths import cache_dir
 
     root = args.cache or cache_dir("embeddings")
     backbone = encoder.backbone
@@ -229,7 +229,7 @@ def gallery_sets(real, syn, size: int) -> tuple[torch.Tensor, torch.Tensor, np.n
 
 def pairwise(real, gallery, syn, q_quality) -> dict:
     """Latency and Recall@1 of recursive / linear matching against the gallery sets, plus the gallery's labels."""
-    from setenc.matchers import pairwise_scores
+    from setenc.matching.matchers import pairwise_scores
 
     gx, gm, labels = gallery
     qx, qm = pad_sets(real["q_sets"], syn.max_n)
@@ -251,7 +251,7 @@ def pairwise(real, gallery, syn, q_quality) -> dict:
 
 def set_index(index, params: dict, vecs: np.ndarray, encoder, photos=None):
     """An in-memory `SetIndex` over `vecs` (ids "0", "1", ...): queries go through the library end to end."""
-    from setenc.index import SetIndex
+    from setenc.search.index import SetIndex
 
     manifest = {"dim": int(vecs.shape[1]), "index": {"params": params}}
     return SetIndex(index, [str(r) for r in range(len(vecs))], manifest, vecs, encoder, photos)
@@ -262,11 +262,11 @@ def search_modes(real, gallery, vecs, encoder, q_quality, q_val, args) -> list[d
     default parameters): latency, product Recall@1 and top-1 agreement with the exhaustive batched matcher (the
     last row, the ranking re-ranking approximates). The fused re-ranking's weight is tuned on `q_val`, queries
     disjoint from `q_quality`."""
-    from setenc.ann import build_index
-    from setenc.matchers import pairwise_scores
-    from setenc.multivector import MAX_SIM
-    from setenc.rerank import DEFAULT_CANDIDATES, reranker
-    from setenc.store import PhotoStore
+    from setenc.search.ann import build_index
+    from setenc.matching.matchers import pairwise_scores
+    from setenc.search.multivector import MAX_SIM
+    from setenc.search.rerank import DEFAULT_CANDIDATES, reranker
+    from setenc.search.store import PhotoStore
 
     gx, gm, labels = gallery
     matcher, q_sets = reranker(args.rerank), real["q_sets"]
@@ -329,7 +329,7 @@ def bench_size(size, vecs, q_vecs, encoder, q_sets, q_lat, past, args, first: bo
 
     Exact top-1s (ground truth) are computed when an approximate index is built, and on the `first` size (the
     Recall@1 comparison with pairwise matching)."""
-    from setenc.index import build_index
+    from setenc.search.index import build_index
 
     skip = {k: e for k in KINDS if (e := estimate_build_s(k, size, past)) and args.max_build_s and e > args.max_build_s}
     rows, exact = [], None
@@ -367,7 +367,7 @@ def bench_size(size, vecs, q_vecs, encoder, q_sets, q_lat, past, args, first: bo
 
 def sweep(index, kind, size, q_vecs, exact, q_sets, encoder, q_lat) -> list[tuple]:
     """(parameter, value, ms/query, recall vs exact) for the search-time knob of an approximate index."""
-    from setenc.index import ivf_lists, set_search_params
+    from setenc.search.index import ivf_lists, set_search_params
 
     name, values = ("nprobe", [v for v in NPROBES if v < ivf_lists(size)[0]] + [ivf_lists(size)[1]]) \
         if kind == "ivf" else ("efSearch", list(EF_SEARCHES))

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def wait_healthy(client, url: str, server: subprocess.Popen | None, timeout: float) -> dict:
     """The service's /health once it answers; a server that exits or never answers is an error."""
-    from setenc.errors import SetencError
+    from setenc.plumbing.errors import SetencError
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,7 +89,7 @@ def main() -> None:
     args = parse_args()
     import httpx
 
-    from setenc.errors import SetencError
+    from setenc.plumbing.errors import SetencError
 
     if args.mode == "photos" and not args.photos:
         raise SetencError("--mode photos needs --photos: the query set to upload")

@@ -6,8 +6,8 @@ a running cluster; same cache, same vectors, the driver is the only writer."""
 import argparse
 import contextlib
 
-from setenc.cli import catalog_arg, run_main
-from setenc.errors import SetencError
+from setenc.plumbing.cli import catalog_arg, run_main
+from setenc.plumbing.errors import SetencError
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
     from setenc.photos import create_backbone
     from setenc.photos import embed_catalog
-    from setenc.paths import cache_dir
+    from setenc.plumbing.paths import cache_dir
 
     from setenc.photos.tta import TTA
 

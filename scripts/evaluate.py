@@ -9,7 +9,7 @@ articles, and writes each fused encoder to OUT/fused/ (docs/titles.md).
 import argparse
 from pathlib import Path
 
-from setenc.cli import catalog_arg, run_main
+from setenc.plumbing.cli import catalog_arg, run_main
 
 
 def main() -> None:
@@ -33,15 +33,15 @@ def main() -> None:
     args = p.parse_args()
 
     from setenc.photos import create_backbone
-    from setenc.errors import CheckpointError
+    from setenc.plumbing.errors import CheckpointError
     from setenc.evaluation.protocols import PROTOCOLS
     from setenc.evaluation.report import evaluate_catalog, markdown_report
-    from setenc.errors import SetencError
-    from setenc.matchers import MATCHERS
+    from setenc.plumbing.errors import SetencError
+    from setenc.matching.matchers import MATCHERS
     from setenc.encoder import SetEncoder
-    from setenc.paths import cache_dir
+    from setenc.plumbing.paths import cache_dir
 
-    from setenc.text import TEXT_ENCODERS
+    from setenc.titles.encoders import TEXT_ENCODERS
     from setenc.photos.tta import TTA
 
     if args.tta is not None:

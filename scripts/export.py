@@ -16,7 +16,7 @@ articles' metadata (group and other catalog fields) for `search.py --where`. A v
 import argparse
 import time
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:
@@ -38,12 +38,12 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
     args = p.parse_args()
 
-    from setenc.errors import SetencError
+    from setenc.plumbing.errors import SetencError
 
     if sum(map(bool, (args.append, args.update, args.delete))) > 1:
         raise SetencError("--append, --update and --delete are separate edits: give one")
     if args.delete:
-        from setenc.export import delete_articles
+        from setenc.search.export import delete_articles
 
         ids = [i for x in args.delete for i in (_read_ids(x[1:]) if x.startswith("@") else [x])]
         m = delete_articles(args.out, ids)
@@ -57,9 +57,9 @@ def main() -> None:
         raise SetencError("--update needs --catalog: the manifest of the changed or new articles")
 
     from setenc.photos import create_backbone
-    from setenc.export import export_index
+    from setenc.search.export import export_index
     from setenc.encoder import SetEncoder
-    from setenc.paths import cache_dir
+    from setenc.plumbing.paths import cache_dir
     from setenc.catalogs import make_demo_catalog
 
     if args.checkpoint:
@@ -89,7 +89,7 @@ def main() -> None:
 
 def _read_ids(path: str) -> list[str]:
     """Ids from a file, one a line (blank lines ignored)."""
-    from setenc.errors import SetencError
+    from setenc.plumbing.errors import SetencError
 
     try:
         return [line.strip() for line in open(path, encoding="utf-8") if line.strip()]

@@ -7,7 +7,7 @@ Columns: id, embedding (list<float32>), n_photos, and the catalogue's fields (th
 
 import argparse
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     p.add_argument("--rows-per-file", type=int, default=100_000, help="articles per Parquet file")
     args = p.parse_args()
 
-    from setenc.parquet import export_parquet
+    from setenc.search.parquet import export_parquet
 
     out = export_parquet(args.index, args.out, args.catalog, args.rows_per_file)
     print(f"[parquet] {out['rows']} articles x {out['dim']} in {len(out['files'])} file(s) under {out['out']}; "

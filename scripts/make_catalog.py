@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -32,9 +32,9 @@ def main() -> None:
 
     from setenc_experiments.seed_article import reproduce
     from setenc.photos import create_backbone
-    from setenc.errors import CatalogError, CheckpointError
+    from setenc.plumbing.errors import CatalogError, CheckpointError
     from setenc.encoder import SetEncoder
-    from setenc.paths import cache_dir
+    from setenc.plumbing.paths import cache_dir
 
     for flag, folder in (("--fashion", args.fashion), ("--multiview", args.multiview), ("--grocery", args.grocery)):
         if not Path(folder).is_dir():

@@ -2,7 +2,7 @@
 
 Prints rank, article id, score and title (from the export's catalog, or --catalog). `--id ID` searches with an
 article of the export (itself left out); `--queries FILE.jsonl` answers many queries in one process and writes one
-JSON result a line (to --out, default stdout; format in setenc/queries.py). `--rerank NAME` re-scores the top
+JSON result a line (to --out, default stdout; format in setenc/search/queries.py). `--rerank NAME` re-scores the top
 --candidates set-vector hits with a matcher on their photos (--weight: share of the set-vector score, 1 = set
 vector only); `--multivector AGG` searches every photo on its own instead (AGG: max or a matcher name).
 `--where KEY=VALUE` keeps only articles whose metadata match (repeat it: keys AND, a repeated key any of its
@@ -20,7 +20,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:
@@ -44,8 +44,8 @@ def main() -> None:
     p.add_argument("--catalog", default=None, help="manifest for titles and photos (default: the export's catalog)")
     p.add_argument("--png", default=None, help="also draw the query photos and each neighbour's photos here")
     args = p.parse_args()
-    from setenc.errors import SetencError
-    from setenc.filters import parse_where
+    from setenc.plumbing.errors import SetencError
+    from setenc.search.filters import parse_where
 
     if sum(map(bool, (args.photos or args.title, args.id, args.queries))) != 1:
         raise SetencError("give the query photos and / or --title, --id ID or --queries FILE (exactly one)")
@@ -61,9 +61,9 @@ def main() -> None:
     where = parse_where(args.where)
 
     from setenc.catalogs import load_catalog
-    from setenc.index import SetIndex
+    from setenc.search.index import SetIndex
     from setenc.encoder import SetEncoder
-    from setenc.queries import answer, read_queries
+    from setenc.search.queries import answer, read_queries
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)

@@ -1,7 +1,7 @@
 """Serve an export over HTTP: `python scripts/serve.py --index DIR [--port 8000] [--photo-root DIR]`.
 
 Loads the export and its encoder (backbone included) once, then answers `POST /search`,
-`GET /articles/{id}/similar` and `GET /health` (setenc/service.py); interactive docs at /docs. Needs the
+`GET /articles/{id}/similar` and `GET /health` (setenc/search/service.py); interactive docs at /docs. Needs the
 `[serve]` extra. Paths in /search are read only under --photo-root; without it, clients upload photos.
 Both search endpoints take `where=KEY=VALUE` filters (repeatable); /search takes a `title` on an export of a fused
 checkpoint (photos + titles).
@@ -9,7 +9,7 @@ checkpoint (photos + titles).
 
 import argparse
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 
 def main() -> None:
@@ -26,8 +26,8 @@ def main() -> None:
     args = p.parse_args()
 
     from setenc.encoder import SetEncoder
-    from setenc.index import SetIndex
-    from setenc.service import create_app
+    from setenc.search.index import SetIndex
+    from setenc.search.service import create_app
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)

@@ -7,7 +7,7 @@ Every config field is a flag (`--lr 3e-4`), dict fields key by key (`--head_kwar
 import argparse
 from pathlib import Path
 
-from setenc.cli import run_main
+from setenc.plumbing.cli import run_main
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 

@@ -10,27 +10,27 @@ __version__ = "0.1.0"  # first: submodules read it while the package initialises
 # name -> module: the public API, imported on first use so `import setenc` (and every script's `--help`) does not
 # pay for torch, FAISS or transformers until something needs them (PEP 562)
 _API = {
-    "classes": ("ClassBlock",),  # class probabilities appended where groups are classes
+    "heads.classes": ("ClassBlock",),  # class probabilities appended where groups are classes
     "catalogs": ("Article", "Catalog", "load_catalog", "make_demo_catalog", "split_catalog", "write_catalog"),
     "encoder": ("SetEncoder",),
-    "errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),
+    "plumbing.errors": ("CatalogError", "CheckpointError", "ImageError", "SetencError"),
     "evaluation": ("evaluate_catalog", "retrieval_metrics", "tune_matcher", "vector_metrics"),
-    "heads": ("SetHead", "create_head", "list_heads"),
-    "export": ("delete_articles", "export_index"),
-    "fusion": ("Fusion", "fuse_vectors", "tune_weight"),
-    "index": ("SetIndex",),
-    "losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
-    "matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
-    "parquet": ("export_parquet",),
-    "multivector": ("MultiVectorIndex",),
+    "heads.pooling": ("SetHead", "create_head", "list_heads"),
+    "search.export": ("delete_articles", "export_index"),
+    "titles.fusion": ("Fusion", "fuse_vectors", "tune_weight"),
+    "search.index": ("SetIndex",),
+    "training.losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
+    "matching.matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
+    "search.parquet": ("export_parquet",),
+    "search.multivector": ("MultiVectorIndex",),
     "photos": ("Backbone", "EmbeddingCache", "article_embeddings", "create_backbone", "embed_catalog",
                "list_backbones", "photo_sets"),
     "photos.tta": ("TTA",),  # photo variants (flip, crop) for test-time augmentation
     "photos.ray_engine": ("BackboneFactory", "RayEngine"),  # the [scale] extra's Ray engine; Ray imported on use
-    "sets": ("masked_mean", "pad_sets"),
-    "store": ("PhotoStore",),
-    "text": ("create_text_encoder", "list_text_encoders"),
-    "titles": ("title_vectors",),
+    "heads.sets": ("masked_mean", "pad_sets"),
+    "search.store": ("PhotoStore",),
+    "titles.encoders": ("create_text_encoder", "list_text_encoders"),
+    "titles.vectors": ("title_vectors",),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 

@@ -3,7 +3,7 @@
 A checkpoint holds the head's constructor config, its weights, the backbone's name / kwargs / id and the
 photo-embedding dim — never an `nn.Module`, never backbone weights — and loads with `weights_only=True`,
 so a file carrying a pickle payload is refused. Lightning `.ckpt` files written by `setenc.training` load too.
-A checkpoint may also carry a title fusion (`setenc.fusion.Fusion`: the tuned photo weight and the title encoder's
+A checkpoint may also carry a title fusion (`setenc.titles.fusion.Fusion`: the tuned photo weight and the title encoder's
 spec); `encode_articles(sets, titles)` then gives fused vectors, the ones an index of photos + titles holds.
 A learned fusion (a head trained with titles as a set element, `heads.create_head(..., titles=T)`) records its title
 encoder's spec instead, and `encode_articles(sets, titles)` feeds the titles to the head: same entry point.
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from setenc.errors import CheckpointError, SetencError
-from setenc.fusion import Fusion
-from setenc.heads import SetHead, create_head
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.titles.fusion import Fusion
+from setenc.heads.pooling import SetHead, create_head
 from setenc.photos import load_image
 from setenc.photos.tta import TTA, embed_views, spec_tta
-from setenc.paths import file_sha256
-from setenc.sets import pad_ids, pad_sets
-from setenc.views import sets_view_ids
+from setenc.plumbing.paths import file_sha256
+from setenc.heads.sets import pad_ids, pad_sets
+from setenc.heads.views import sets_view_ids
 
 FORMAT = "setenc-head-v1"
 
@@ -211,7 +211,7 @@ class SetEncoder(torch.nn.Module):
         if self.fusion is not None:
             return self.fusion.text
         if isinstance(self._text, dict):
-            from setenc.text import text_encoder_from_spec
+            from setenc.titles.encoders import text_encoder_from_spec
 
             self._text = text_encoder_from_spec(self._text)
         return self._text
@@ -232,7 +232,7 @@ class SetEncoder(torch.nn.Module):
         takes the title as one more set element: the same three cases, one set vector.
         Args:
             sets: per article `(n_i, D)` cached photo vectors, a list of photos (paths / PIL images), or None.
-            cache_root: cache title vectors there (`setenc.titles`); None encodes them directly.
+            cache_root: cache title vectors there (`setenc.titles.vectors`); None encodes them directly.
             views: per article its photos' view tags, for a view-aware head (`encode_sets`).
         """
         learned = self.head.titles is not None
@@ -254,7 +254,7 @@ class SetEncoder(torch.nn.Module):
         if titles is None:
             t = np.zeros((len(sets), text.dim), np.float32)
         elif cache_root is not None:
-            from setenc.titles import title_vectors
+            from setenc.titles.vectors import title_vectors
 
             t = title_vectors(titles, text, cache_root)
         else:

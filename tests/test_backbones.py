@@ -13,7 +13,7 @@ from PIL import Image
 import setenc.photos.backbones as backbones
 from setenc.photos.backbones import OnnxBackbone, TorchBackbone, TorchSpec, create_backbone, list_backbones
 from setenc.photos.decode import ImageTransform
-from setenc.errors import CheckpointError, SetencError
+from setenc.plumbing.errors import CheckpointError, SetencError
 
 
 @pytest.fixture(scope="module", autouse=True)

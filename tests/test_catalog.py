@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from setenc.catalogs import Article, Catalog, load_catalog, split_catalog, write_catalog
-from setenc.errors import CatalogError, SetencError
+from setenc.plumbing.errors import CatalogError, SetencError
 
 
 def _photo(path: Path) -> Path:

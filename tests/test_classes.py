@@ -1,4 +1,4 @@
-"""The class block (setenc/classes.py): the probe against scikit-learn, the appended vector, heads, recipe, training."""
+"""The class block (setenc/heads/classes.py): the probe against scikit-learn, the appended vector, heads, recipe, training."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, paired_catalog, script_env
-from setenc.classes import ClassBlock
-from setenc.errors import SetencError
-from setenc.heads import create_head
+from setenc.heads.classes import ClassBlock
+from setenc.plumbing.errors import SetencError
+from setenc.heads.pooling import create_head
 from setenc.training import recipe
 from setenc.training.config import load_config
 from test_recipe import synthetic

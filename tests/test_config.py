@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from setenc.training.config import TrainConfig, add_config_args, load_config, parse_overrides, save_config
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 

@@ -44,7 +44,7 @@ class _Step(torch.nn.Module):
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    from setenc.heads import create_head
+    from setenc.heads.pooling import create_head
     from setenc.training.module import SetModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -81,7 +81,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 def test_validation_metrics_on_one_process():
     """No process group: the chunks this process embedded are the whole protocol."""
-    from setenc.heads import create_head
+    from setenc.heads.pooling import create_head
     from setenc.training.module import SetModule
 
     module = SetModule(create_head("proj", DIM).config, {"name": "fake"}, DIM)
@@ -95,7 +95,7 @@ def _sharded_validation(rank: int, module, world: int = WORLD) -> dict:
     from setenc.catalogs import Article, Catalog
     from setenc.evaluation.metrics import vector_metrics
     from setenc.evaluation.protocols import group_protocol
-    from setenc.sets import pad_sets
+    from setenc.heads.sets import pad_sets
 
     g = torch.Generator().manual_seed(2)
     sets = [torch.randn(1 + k % 3, DIM, generator=g).numpy() for k in range(23)]

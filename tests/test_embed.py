@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from setenc.catalogs import load_catalog
 from setenc.photos import EmbeddingCache, article_embeddings, embed_catalog
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 
 def test_second_run_embeds_nothing(tiny_catalog, fake_backbone, tmp_path):

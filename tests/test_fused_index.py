@@ -1,4 +1,4 @@
-"""Exports of a fused encoder (photos + titles, `setenc.fusion`): weight 1 ranks exactly as the photos-only
+"""Exports of a fused encoder (photos + titles, `setenc.titles.fusion`): weight 1 ranks exactly as the photos-only
 export and weight 0 as the titles alone, queries may be photos, a title or both, and an encoder whose fusion
 differs from the export's is refused in one line."""
 
@@ -14,12 +14,12 @@ import pytest
 
 from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import CheckpointError, SetencError
-from setenc.export import export_index
-from setenc.fusion import Fusion
-from setenc.heads import create_head
-from setenc.index import SetIndex
-from setenc.text import create_text_encoder
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.search.export import export_index
+from setenc.titles.fusion import Fusion
+from setenc.heads.pooling import create_head
+from setenc.search.index import SetIndex
+from setenc.titles.encoders import create_text_encoder
 
 from conftest import REPO
 from test_index import colour_catalog
@@ -161,7 +161,7 @@ def test_service_title_and_where(setup):
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from setenc.service import create_app
+    from setenc.search.service import create_app
 
     make, cat, _, _ = setup
     idx = make(0.6, "mid")
@@ -181,7 +181,7 @@ def test_service_title_and_where(setup):
 
 
 def test_query_file_titles_and_where(setup):
-    from setenc.queries import answer, read_queries
+    from setenc.search.queries import answer, read_queries
 
     make, cat, _, tmp_path = setup
     idx = make(0.6, "mid")

@@ -10,10 +10,10 @@ import pytest
 
 from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.fusion import Fusion, fuse_vectors, tune_weight
-from setenc.heads import create_head
-from setenc.text import create_text_encoder
+from setenc.plumbing.errors import SetencError
+from setenc.titles.fusion import Fusion, fuse_vectors, tune_weight
+from setenc.heads.pooling import create_head
+from setenc.titles.encoders import create_text_encoder
 
 TITLES = ["nike men running shoes", "nike men running shoe", "clarks formal leather shoes", "puma casual sneaker",
           None, "red chief brown formal shoe", "titan steel watch", "fastrack blue watch"]
@@ -100,7 +100,7 @@ def test_fusion_is_recorded_in_the_checkpoint(tmp_path):
 
 
 def test_tune_weight_finds_the_informative_side_and_samples_queries(monkeypatch):
-    import setenc.fusion as fusion
+    import setenc.titles.fusion as fusion
 
     rng = np.random.default_rng(0)
     labels = [f"g{i // 2}" for i in range(40)]
@@ -187,7 +187,7 @@ def test_title_rows_give_a_view_aware_head_its_tags(tmp_path, fake_backbone):
     """Late-fusion rows score a view-aware head with the photos' tags, as its own row does (not as 'unknown')."""
     from setenc.evaluation.protocols import group_protocol
     from setenc.evaluation.titles import title_rows
-    from setenc.text import create_text_encoder
+    from setenc.titles.encoders import create_text_encoder
 
     cat = _titled_catalog(tmp_path)
     sets = [np.ones((len(a.images), 4), np.float32) for a in cat]

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setenc.heads import create_head, list_heads
-from setenc.matchers import create_matcher, list_matchers
+from setenc.heads.pooling import create_head, list_heads
+from setenc.matching.matchers import create_matcher, list_matchers
 
 D = 8
 FUZZ = settings(max_examples=30, deadline=None)

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setenc.errors import SetencError
-from setenc.heads import create_head, list_heads
+from setenc.plumbing.errors import SetencError
+from setenc.heads.pooling import create_head, list_heads
 
 D = 8
 CONFIGS = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from setenc.errors import ImageError
+from setenc.plumbing.errors import ImageError
 from setenc.photos import ImageTransform, letterbox, load_image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import setenc.ann as ann
-import setenc.index as index_mod
+import setenc.search.ann as ann
+import setenc.search.index as index_mod
 from setenc.catalogs import load_catalog
-from setenc.errors import CheckpointError, SetencError
-from setenc.index import SetIndex, build_index, encoder_from_manifest, export_index
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.search.index import SetIndex, build_index, encoder_from_manifest, export_index
 from setenc.encoder import SetEncoder
 
 from conftest import REPO, FakeBackbone
@@ -318,7 +318,7 @@ def test_crash_between_renames_recovers(encoder, tmp_path, monkeypatch):
 
 
 def test_encoder_rebuilt_from_recorded_checkpoint(fake_backbone, tmp_path):
-    from setenc.heads import create_head
+    from setenc.heads.pooling import create_head
 
     ckpt = SetEncoder(create_head("proj", fake_backbone.dim, out_dim=6), {"name": "fake", "kwargs": {},
                       "id": fake_backbone.id}, fake_backbone.dim).save(tmp_path / "head.pt")

@@ -76,3 +76,49 @@ def test_public_api_is_reexported():
     for name in setenc.__all__:
         assert hasattr(setenc, name), name
     importlib.import_module("setenc_experiments.seed_article")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """setenc module -> the setenc modules it imports, at module level or deferred inside a function."""
+    def name(p: Path) -> str:
+        parts = list(p.relative_to(ROOT.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    files = {name(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for mod, path in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("setenc"):
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                         for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("setenc")}
+        graph[mod] = {d for d in deps if d in files and d != mod}
+    return graph
+
+
+def test_no_import_cycles():
+    """A cycle, even a deferred one, means two modules are one concept split in two (or one is in the wrong place)."""
+    graph = _import_graph()
+    for start in graph:
+        seen, stack = set(), [(start, (start,))]
+        while stack:
+            mod, trail = stack.pop()
+            for dep in graph[mod]:
+                assert dep != start, "import cycle: " + " -> ".join((*trail, dep))
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, (*trail, dep)))
+
+
+def test_the_folder_list_is_the_flow():
+    """`ls setenc` reads as the stages (docs/ARCHITECTURE.md maps them): at most 12 entries besides __init__.py,
+    and every module is named in the map."""
+    entries = sorted(p.name for p in ROOT.iterdir() if p.name not in ("__init__.py", "__pycache__"))
+    assert len(entries) <= 12, entries
+    arch = (ROOT.parent / "docs" / "ARCHITECTURE.md").read_text()
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).as_posix()
+        if path.name != "__init__.py":
+            assert rel in arch, f"{rel} is not in docs/ARCHITECTURE.md's map"

@@ -1,4 +1,4 @@
-"""Learned fusion: the title vector as one more set element, trained with the head (setenc/views.py TitleElement)."""
+"""Learned fusion: the title vector as one more set element, trained with the head (setenc/heads/views.py TitleElement)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.heads import create_head, list_heads
-from setenc.sets import pad_sets
-from setenc.text import TfidfTextEncoder
+from setenc.plumbing.errors import SetencError
+from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.sets import pad_sets
+from setenc.titles.encoders import TfidfTextEncoder
 from setenc.training.config import load_config
 from setenc.training.pairs import PairDataset, collate_pairs
 
@@ -84,7 +84,7 @@ def test_encode_articles_queries_and_checkpoint_round_trip(tmp_path):
     with pytest.raises(SetencError, match="neither photos nor a title"):
         again.encode_articles([None], [""])
     with pytest.raises(SetencError, match="learned fusion"):
-        from setenc.fusion import Fusion
+        from setenc.titles.fusion import Fusion
 
         again.with_fusion(Fusion(0.5, again.text))
 

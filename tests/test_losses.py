@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from setenc.errors import SetencError
-from setenc.losses import InfoNCE, SupConLoss, create_loss, list_losses
+from setenc.plumbing.errors import SetencError
+from setenc.training.losses import InfoNCE, SupConLoss, create_loss, list_losses
 
 
 def dot(u, v):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation.tuning import tune_matcher
-from setenc.matchers import create_matcher, list_matchers, pairwise_scores
+from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.evaluation.metrics import retrieval_metrics
 
 WORKED = np.array([

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from setenc.errors import CheckpointError
-from setenc.heads import create_head
+from setenc.plumbing.errors import CheckpointError
+from setenc.heads.pooling import create_head
 from setenc.encoder import SetEncoder
 
 
@@ -102,7 +102,7 @@ def test_checkpoint_from_before_the_num_heads_rename_loads(tmp_path):
 def test_encode_refuses_a_flat_list_of_photos(tmp_path, fake_backbone):
     from conftest import write_photos
 
-    from setenc.errors import SetencError
+    from setenc.plumbing.errors import SetencError
 
     photos = write_photos(tmp_path / "img", 2)
     enc = SetEncoder.parameter_free(fake_backbone)

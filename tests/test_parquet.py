@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import REPO, script_env
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.export import export_index
-from setenc.parquet import export_parquet
+from setenc.plumbing.errors import SetencError
+from setenc.search.export import export_index
+from setenc.search.parquet import export_parquet
 
 pq = pytest.importorskip("pyarrow.parquet")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation.plots import _project, embedding_map, retrieval_grid
 
 from conftest import write_photos

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, script_env, write_photos
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 ray = pytest.importorskip("ray", reason='the Ray engine needs the [scale] extra: pip install -e ".[scale]"')
 pytest.importorskip("ray.data", reason='the Ray engine needs Ray Data: pip install -e ".[scale]"')

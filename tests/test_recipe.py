@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, paired_catalog, script_env
 from setenc.catalogs import Article, Catalog
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.training import recipe
 from setenc.training.config import load_config
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import REPO, write_photos
 from setenc.catalogs import load_catalog
-from setenc.errors import CatalogError
+from setenc.plumbing.errors import CatalogError
 
 GOOD = 12  # good photos in the messy catalog, 2 per article
 
@@ -239,7 +239,7 @@ def test_pairs_naming_unknown_article_stops_the_script(env, tiny_catalog):
 
 # -- checkpoints and indexes -----------------------------------------------------------------------------
 def _checkpoint(path: Path, backbone_id: str, dim: int) -> Path:
-    from setenc.heads import create_head
+    from setenc.heads.pooling import create_head
     from setenc.encoder import SetEncoder
 
     spec = {"name": "efficientnet-lite0", "kwargs": {}, "id": backbone_id}

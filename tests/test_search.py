@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from setenc.ann import build_index
+from setenc.search.ann import build_index
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.export import delete_articles, export_index
-from setenc.heads import create_head
-from setenc.index import SetIndex
-from setenc.matchers import MATCHERS, create_matcher, pairwise_scores
-from setenc.sets import pad_sets
-from setenc.store import PhotoStore
+from setenc.plumbing.errors import SetencError
+from setenc.search.export import delete_articles, export_index
+from setenc.heads.pooling import create_head
+from setenc.search.index import SetIndex
+from setenc.matching.matchers import MATCHERS, create_matcher, pairwise_scores
+from setenc.heads.sets import pad_sets
+from setenc.search.store import PhotoStore
 
 from test_index import colour_catalog
 
@@ -249,7 +249,7 @@ def write_queries(path: Path, lines: list) -> Path:
 
 
 def test_query_file_answers_equal_single_searches(encoder, tmp_path):
-    from setenc.queries import answer, read_queries
+    from setenc.search.queries import answer, read_queries
 
     export(encoder, colour_catalog(tmp_path, 12), tmp_path)
     idx = SetIndex.load(tmp_path / "idx", encoder)
@@ -277,7 +277,7 @@ def test_query_file_answers_equal_single_searches(encoder, tmp_path):
     ("{oops", "q.jsonl:2: not valid JSON"),
 ])
 def test_bad_query_line_is_named(encoder, tmp_path, line, words):
-    from setenc.queries import read_queries
+    from setenc.search.queries import read_queries
 
     export(encoder, colour_catalog(tmp_path, 4), tmp_path)
     idx = SetIndex.load(tmp_path / "idx", encoder)

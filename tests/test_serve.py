@@ -15,9 +15,9 @@ pytest.importorskip("httpx", reason="fastapi.testclient needs httpx (the [serve]
 from fastapi.testclient import TestClient  # noqa: E402
 
 from setenc.encoder import SetEncoder  # noqa: E402
-from setenc.export import export_index  # noqa: E402
-from setenc.index import SetIndex  # noqa: E402
-from setenc.service import create_app  # noqa: E402
+from setenc.search.export import export_index  # noqa: E402
+from setenc.search.index import SetIndex  # noqa: E402
+from setenc.search.service import create_app  # noqa: E402
 
 from test_index import colour_catalog  # noqa: E402
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from setenc.catalogs import load_catalog, write_catalog
-from setenc.errors import CatalogError
+from setenc.plumbing.errors import CatalogError
 from setenc.catalogs import demo, from_abo, from_folder, from_inshop, from_sop, from_styles_csv, make_demo_catalog
 from setenc.catalogs.render import SHAPES, Look, Scene, render_photo
 

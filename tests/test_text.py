@@ -8,9 +8,9 @@ import pytest
 
 import torch
 
-from setenc.errors import CheckpointError, SetencError
-from setenc.text import (ALPHA_GRID, TfidfTextEncoder, create_text_encoder, fuse, list_text_encoders,
-                         text_encoder_from_spec, tune_alpha)
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.titles.encoders import TfidfTextEncoder, create_text_encoder, list_text_encoders, text_encoder_from_spec
+from setenc.titles.fusion import ALPHA_GRID, fuse, tune_alpha
 
 TITLES = ["Nike Men Running Sports Shoes", "Nike Men Running Sports Shoes", "Clarks Men Formal Leather Shoes",
           "Puma Women Casual Sneaker", "", "Red Chief Men Brown Formal Shoe"]

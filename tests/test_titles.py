@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
-from setenc.text import TfidfTextEncoder
-from setenc.titles import title_cache, title_key, title_vectors
+from setenc.titles.encoders import TfidfTextEncoder
+from setenc.titles.vectors import title_cache, title_key, title_vectors
 
 TITLES = ["Nike Men Running Shoes", "Nike Men Running Shoes", "", None, "Titan Steel Watch", "Puma Casual Sneaker"]
 

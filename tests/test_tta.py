@@ -10,7 +10,7 @@ from PIL import Image
 
 from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import CheckpointError, SetencError
+from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.photos import EmbeddingCache, embed_catalog, load_image, photo_sets
 from setenc.photos.tta import TTA, CentreCrop, Flip, embed_views, spec_tta, variant_key, with_tta
 
@@ -154,7 +154,7 @@ def test_checkpoint_records_the_tta_and_applies_it_on_encode(tmp_path, backbone)
 def test_export_and_search_of_a_tta_checkpoint_agree(tiny_catalog, backbone, tmp_path):
     """The export's vectors come from cached variants, a query's from `embed_photos`: the same article is found at
     cosine 1 only if both got the checkpoint's TTA."""
-    from setenc.index import SetIndex, export_index
+    from setenc.search.index import SetIndex, export_index
 
     cat = load_catalog(tiny_catalog)
     enc = SetEncoder.parameter_free(backbone)

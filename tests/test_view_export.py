@@ -14,13 +14,13 @@ import torch
 import setenc.photos
 from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.export import export_index
-from setenc.heads import create_head
-from setenc.index import SetIndex
+from setenc.plumbing.errors import SetencError
+from setenc.search.export import export_index
+from setenc.heads.pooling import create_head
+from setenc.search.index import SetIndex
 from setenc.photos import photo_sets
 from setenc.photos.tta import with_tta
-from setenc.queries import answer, read_queries
+from setenc.search.queries import answer, read_queries
 
 from conftest import REPO
 from test_index import colour_catalog
@@ -192,7 +192,7 @@ def test_service_views_field(tagged):
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from setenc.service import create_app
+    from setenc.search.service import create_app
 
     _, cat_path, idx = tagged
     a = load_catalog(cat_path)[5]

@@ -1,4 +1,4 @@
-"""View-aware heads: a learned vector per photo view tag, added before pooling (setenc/views.py)."""
+"""View-aware heads: a learned vector per photo view tag, added before pooling (setenc/heads/views.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from setenc.encoder import SetEncoder
-from setenc.heads import create_head, list_heads
-from setenc.sets import pad_ids, pad_sets
+from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.sets import pad_ids, pad_sets
 from setenc.training.pairs import PairDataset, collate_pairs
-from setenc.views import UNKNOWN, sets_view_ids, view_ids, view_vocabulary
+from setenc.heads.views import UNKNOWN, sets_view_ids, view_ids, view_vocabulary
 
 D = 8
 VOCAB = ["back", "front", "side"]

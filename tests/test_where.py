@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from setenc.ann import build_index, ivf_lists
+from setenc.search.ann import build_index, ivf_lists
 from setenc.encoder import SetEncoder
-from setenc.errors import CheckpointError, SetencError
-from setenc.export import delete_articles, export_index
-from setenc.filters import Metadata, parse_where
-from setenc.heads import create_head
-from setenc.index import SetIndex
-from setenc.store import PhotoStore
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.search.export import delete_articles, export_index
+from setenc.search.filters import Metadata, parse_where
+from setenc.heads.pooling import create_head
+from setenc.search.index import SetIndex
+from setenc.search.store import PhotoStore
 
 from conftest import REPO
 from test_index import colour_catalog

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 from setenc.catalogs.manifest import Article, Catalog, iter_jsonl
-from setenc.errors import CatalogError
-from setenc.paths import absolute
+from setenc.plumbing.errors import CatalogError
+from setenc.plumbing.paths import absolute
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from setenc.catalogs.manifest import Article, Catalog, write_catalog
-from setenc.errors import CatalogError
-from setenc.paths import absolute, cache_dir
+from setenc.plumbing.errors import CatalogError
+from setenc.plumbing.paths import absolute, cache_dir
 from setenc.catalogs.render import BACKDROPS, LABEL_ZONES, LOGOS, PATTERNS, SHAPES, Look, Scene, render_photo
 
 log = logging.getLogger(__name__)

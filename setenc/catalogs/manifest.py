@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from setenc.errors import CatalogError
-from setenc.paths import absolute
+from setenc.plumbing.errors import CatalogError
+from setenc.plumbing.paths import absolute
 
 _KNOWN = ("id", "images", "group", "title", "views", "partition")
 PARTITIONS = ("query", "gallery")

@@ -10,7 +10,7 @@ import hashlib
 from typing import Literal
 
 from setenc.catalogs.manifest import Catalog
-from setenc.errors import CatalogError
+from setenc.plumbing.errors import CatalogError
 
 
 def catalog_key(catalog: Catalog) -> str:

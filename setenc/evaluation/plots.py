@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from setenc.errors import SetencError  # noqa: E402
+from setenc.plumbing.errors import SetencError  # noqa: E402
 from setenc.photos import load_image  # noqa: E402
 
 Photo = str | os.PathLike | Image.Image

@@ -141,3 +141,16 @@ def evaluate_vectors(encode, protocol: Protocol) -> dict:
     p = protocol
     q, g = encode(p.queries, p.q_views, p.q_ids), encode(p.gallery, p.g_views, p.g_ids)
     return vector_metrics(q, g, protocol.q_labels, protocol.g_labels, exclude=protocol.exclude)
+
+
+METRICS = ("recall@1", "recall@5", "recall@10", "map@r")  # the columns of every report row
+
+
+def result_row(method: str, p: Protocol, m: dict, seconds: float, options: str | None = None) -> dict:
+    """One report row: a method's metrics on a protocol, its cost per query and the gallery it searched."""
+    row = {"method": method, "protocol": p.name, **{k: round(float(m[k]), 4) for k in METRICS},
+           "ms_per_query": round(1000 * seconds / max(1, len(p.queries)), 3), "queries": m["queries"],
+           "gallery": len(p.gallery)}
+    if options:
+        row["options"] = options
+    return row

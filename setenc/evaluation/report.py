@@ -22,19 +22,18 @@ import torch
 
 from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
-from setenc.evaluation.protocols import MEANING, PROTOCOLS, Protocol, make_protocols
+from setenc.evaluation.protocols import MEANING, METRICS, PROTOCOLS, Protocol, make_protocols, result_row
 from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, title_rows, tune_fusions
 from setenc.evaluation.tuning import tune_matchers
-from setenc.matchers import create_matcher, list_matchers, pairwise_scores
+from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.photos import photo_sets
 from setenc.photos.tta import TTA, with_tta
-from setenc.sets import pad_sets
-from setenc.text import create_text_encoder
+from setenc.heads.sets import pad_sets
+from setenc.titles.encoders import create_text_encoder
 
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
-METRICS = ("recall@1", "recall@5", "recall@10", "map@r")
 KEEP_SCORES = 1 << 24  # a head's (Q, G) cosines are kept for the pictures only up to this many entries (64 MB)
 
 
@@ -122,7 +121,7 @@ def evaluate_sets(
             s = matcher_scores(m, p)
             seconds = time.perf_counter() - t
             metrics = retrieval_metrics(s, p.q_labels, p.g_labels, ignore=p.ignore)
-            rows.append(_row(name, p, metrics, seconds, m.describe() if m.tunable else None))
+            rows.append(result_row(name, p, metrics, seconds, m.describe() if m.tunable else None))
             scores[(name, p.name)] = s
         for name, enc in encoders.items():
             encode = set_vectors(enc, catalog)
@@ -130,7 +129,7 @@ def evaluate_sets(
             t = time.perf_counter()
             q = encode(p.queries, p.q_views, p.q_ids)
             metrics = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)  # ranks: part of query time
-            rows.append(_row(name, p, metrics, time.perf_counter() - t))
+            rows.append(result_row(name, p, metrics, time.perf_counter() - t))
             if len(q) * len(g) <= KEEP_SCORES:
                 scores[(name, p.name)] = q @ g.T
     return rows, scores
@@ -142,15 +141,6 @@ def set_vectors(enc: SetEncoder, catalog: Catalog):
         return lambda sets, views, ids: enc.encode_sets(sets, views=views)
     title = {a.id: a.title for a in catalog.articles}
     return lambda sets, views, ids: enc.encode_articles(sets, [title[i] for i in ids], views=views)
-
-
-def _row(method: str, p: Protocol, m: dict, seconds: float, options: str | None = None) -> dict:
-    row = {"method": method, "protocol": p.name, **{k: round(float(m[k]), 4) for k in METRICS},
-           "ms_per_query": round(1000 * seconds / max(1, len(p.queries)), 3), "queries": m["queries"],
-           "gallery": len(p.gallery)}
-    if options:
-        row["options"] = options
-    return row
 
 
 def evaluate_catalog(
@@ -174,7 +164,7 @@ def evaluate_catalog(
     Args:
         encoders: name -> trained `SetEncoder` (their backbone must be `backbone`).
         split: "auto" | "test" | "all" (see the module docstring).
-        text: a title encoder name (`setenc.text`): adds title-only and fused rows, and writes each fused encoder
+        text: a title encoder name (`setenc.titles.encoders`): adds title-only and fused rows, and writes each fused encoder
             to `<out_dir>/fused/`. Its weight is tuned on the validation / training split, or, when the scored
             articles are the whole catalogue, on a hashed `TUNE_FRACTION` of them that is then not scored.
         tta: photo variants for every row (`setenc.photos.tta`); None = the ones the checkpoints record.
@@ -255,7 +245,7 @@ def markdown_report(report: dict) -> str:
     lines = [f"# setenc evaluation — {report['catalog']}", "",
              f"- articles: {report['articles']} ({report['split']}); backbone: `{report['backbone']}`"
              + (f"; photo variants (TTA): `{report['tta']}`" if report.get("tta", "none") != "none" else ""),
-             *[f"- `{name}` appends the probabilities of {k} classes (its class block, setenc/classes.py)"
+             *[f"- `{name}` appends the probabilities of {k} classes (its class block, setenc/heads/classes.py)"
                for name, k in report.get("classes", {}).items()],
              f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),

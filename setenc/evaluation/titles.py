@@ -2,7 +2,7 @@
 
 For every set-vector method (mean pooling and each trained head) the photo weight `w` is tuned on the group
 protocol of the tuning articles (validation, else training, else a hashed share held out of the scored ones:
-`evaluation.report`), then the fused vectors `[√w·set, √(1−w)·title]` (`setenc.fusion`) are scored on the held-out
+`evaluation.report`), then the fused vectors `[√w·set, √(1−w)·title]` (`setenc.titles.fusion`) are scored on the held-out
 articles exactly as an index of them would rank: `vector_metrics`, bounded memory. The `self` protocol gets no
 title rows: both halves of an article carry the same title, so a title would find the article trivially.
 ms/query counts what a query costs: its set vector, its title encoded (not read from the cache) and the ranking.
@@ -18,12 +18,12 @@ import numpy as np
 
 from setenc.catalogs import Catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation.metrics import vector_metrics
-from setenc.evaluation.protocols import Protocol, group_protocol
-from setenc.fusion import Fusion, tune_weight
-from setenc.text import TextEncoder
-from setenc.titles import title_vectors
+from setenc.evaluation.protocols import Protocol, group_protocol, result_row
+from setenc.titles.fusion import Fusion, tune_weight
+from setenc.titles.encoders import TextEncoder
+from setenc.titles.vectors import title_vectors
 
 TITLE_PROTOCOLS = ("group", "single")  # where a title is evidence the query did not get from its own gallery copy
 TUNE_FRACTION = 0.3  # share of the scored articles (hashed ids) that tune the weight when nothing else is held out
@@ -62,7 +62,6 @@ def tune_fusions(text: TextEncoder, methods: dict[str, SetEncoder], sets: list[n
 def title_rows(text: TextEncoder, fused: dict[str, SetEncoder], protocols: list[Protocol], catalog: Catalog,
                cache_root) -> list[dict]:
     """Rows of the title-only method and of every fused method, on the title protocols of the scored articles."""
-    from setenc.evaluation.report import _row
 
     by_id = _title_map(text, catalog, cache_root)
     titles = {a.id: a.title for a in catalog.articles}
@@ -74,13 +73,13 @@ def title_rows(text: TextEncoder, fused: dict[str, SetEncoder], protocols: list[
         t = time.perf_counter()
         q = text.encode([titles[i] for i in p.q_ids])  # a query's title is encoded at query time
         m = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude)
-        rows.append(_row(f"title ({text.name})", p, m, time.perf_counter() - t))
+        rows.append(result_row(f"title ({text.name})", p, m, time.perf_counter() - t))
         for name, enc in fused.items():
             gv = enc.fusion.combine(enc.encode_sets(p.gallery, views=p.g_views), g)  # index time
             t = time.perf_counter()
             qv = enc.encode_articles(p.queries, [titles[i] for i in p.q_ids], views=p.q_views)
             m = vector_metrics(qv, gv, p.q_labels, p.g_labels, exclude=p.exclude)
-            rows.append(_row(f"{name} + title ({text.name}, w={enc.fusion.weight:g})", p, m, time.perf_counter() - t))
+            rows.append(result_row(f"{name} + title ({text.name}, w={enc.fusion.weight:g})", p, m, time.perf_counter() - t))
     return rows
 
 

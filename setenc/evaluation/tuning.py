@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from setenc.catalogs import Catalog, hash_bucket
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation.metrics import retrieval_metrics
 from setenc.evaluation.protocols import Protocol, make_protocols
-from setenc.matchers import create_matcher, list_matchers
-from setenc.sets import pad_sets
+from setenc.matching.matchers import create_matcher, list_matchers
+from setenc.heads.sets import pad_sets
 
 S_GRID = (None, 0.3, 0.4, 0.5, 0.6, 0.7)  # similarity threshold; None = count every match
 M_GRID = (None, 1, 2, 3, 4)  # most matches counted; None = all
@@ -39,7 +39,7 @@ def tune_matcher(name: str, qx: torch.Tensor, qmask: torch.Tensor, gx: torch.Ten
 
     Args:
         name: a tunable matcher (`recursive`, `linear`).
-        qx, qmask, gx, gmask: query and gallery sets, as in `setenc.matchers.pairwise_scores`.
+        qx, qmask, gx, gmask: query and gallery sets, as in `setenc.matching.matchers.pairwise_scores`.
         q_labels, g_labels: labels for `retrieval_metrics` (same label = positive).
         s_grid, m_grid: values to try; `None` = no threshold / no limit.
         ignore: (Q, G) bool entries never retrieved (e.g. the query itself).

@@ -24,7 +24,7 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 SHARD_ROWS = 1 << 20  # rows per shard file before rolling over to the next
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from setenc.errors import ImageError
+from setenc.plumbing.errors import ImageError
 
 MAX_PIXELS = 64_000_000  # default decompression-bomb limit: 8000x8000; no product photo needs more
 WHITE = (255, 255, 255)

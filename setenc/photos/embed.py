@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from setenc.catalogs import Catalog
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.decode import load_image
 from setenc.photos.tta import TTA

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.backbones import Backbone, create_backbone
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.embed import EmbedReport, decode_photo, encode_batch, write_vectors

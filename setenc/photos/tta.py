@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from setenc.errors import SetencError
-from setenc.registry import Registry
+from setenc.plumbing.errors import SetencError
+from setenc.plumbing.registry import Registry
 
 CROP_FRACTION = 0.875  # the classic ImageNet evaluation crop (224 of 256): tighter framing, nothing essential lost
 

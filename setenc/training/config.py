@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 
 def _f(default, help: str):
@@ -39,9 +39,9 @@ class TrainConfig:
     head: str = _f("proj", "set head (setenc.list_heads())")
     head_kwargs: dict = _f({}, "head options, e.g. {out_dim: 512}")
     views: bool = _f(False, "view-aware head: a learned vector per photo `views` tag of the training articles (plus "
-                     "one for unknown / untagged), zero at init, added to each photo before pooling (setenc/views.py)")
+                     "one for unknown / untagged), zero at init, added to each photo before pooling (setenc/heads/views.py)")
     classes: bool | None = _f(None, "class block: after training, fit a softmax probe over the training articles' mean "
-                              "photo vectors and append its class probabilities to every vector (setenc/classes.py); "
+                              "photo vectors and append its class probabilities to every vector (setenc/heads/classes.py); "
                               "null = the recipe's choice (on when groups are classes, off for a learned fusion)")
     text: str | None = _f(None, "title encoder for a learned fusion (tfidf | minilm | clip-text): each article's "
                           "title vector joins its set as one more element (docs/titles.md); null = photos only")
@@ -125,8 +125,8 @@ CHOICES = {  # fields with a fixed set of values (registry names are checked aga
 
 def check_config(cfg: TrainConfig) -> None:
     """Every value a run depends on, checked before any long work (embedding, training): one clear error each."""
-    from setenc.heads import HEADS
-    from setenc.losses import LOSSES
+    from setenc.heads.pooling import HEADS
+    from setenc.training.losses import LOSSES
     from setenc.photos.backbones import BACKBONES
     from setenc.photos.tta import TTA
 
@@ -140,7 +140,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise SetencError(f"text={cfg.text!r}, fusion={cfg.fusion!r}: a learned fusion of titles needs both, e.g. "
                           "--text tfidf --fusion learned (late fusion: scripts/evaluate.py --text)")
     if cfg.text is not None:
-        from setenc.text import TEXT_ENCODERS
+        from setenc.titles.encoders import TEXT_ENCODERS
 
         TEXT_ENCODERS.check_options(TEXT_ENCODERS.check(cfg.text), cfg.text_kwargs)
     for key, allowed in CHOICES.items():

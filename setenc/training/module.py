@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader, Sampler
 from setenc.catalogs import Catalog
 from setenc.evaluation.metrics import vector_metrics
 from setenc.evaluation.protocols import Protocol
-from setenc.heads import create_head
-from setenc.losses import create_loss
-from setenc.sets import pad_ids, pad_sets
+from setenc.heads.pooling import create_head
+from setenc.training.losses import create_loss
+from setenc.heads.sets import pad_ids, pad_sets
 from setenc.training.config import TrainConfig
 from setenc.training.pairs import PairDataset, collate_pairs
-from setenc.views import sets_view_ids
+from setenc.heads.views import sets_view_ids
 
 
 class SetModule(pl.LightningModule):

@@ -1,9 +1,9 @@
-"""Training pairs of photo sets and set augmentation, batched in the shared (x, mask) format of `setenc.sets`.
+"""Training pairs of photo sets and set augmentation, batched in the shared (x, mask) format of `setenc.heads.sets`.
 
 A positive pair is two *sets* that show the same thing: (a) two disjoint random subsets of one article's
 photos, (b) two articles of the same `group`, or (c) an explicit labeled pair from `pairs.csv`. Each item
 also carries a label (the group, else the article) so the loss never treats two articles of one group in
-the same batch as negatives of each other. With per-photo view ids (a view-aware head, `setenc.views`) every
+the same batch as negatives of each other. With per-photo view ids (a view-aware head, `setenc.heads.views`) every
 sampled set carries its photos' ids along: subsets, shuffles and dropout pick photos and their ids together.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from setenc.catalogs import Catalog
-from setenc.sets import pad_ids, pad_sets
+from setenc.heads.sets import pad_ids, pad_sets
 
 PositiveMode = Literal["auto", "subsets", "group", "pairs"]
 

@@ -94,7 +94,7 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         out.classes = photo_classes
         why.append(f"classes={str(out.classes).lower()}: " + (
             "groups are classes, so a softmax probe over each article's mean photo vector, fitted on the training "
-            "articles, appends its class probabilities to the head's vector (setenc/classes.py; fashion44k R@1 "
+            "articles, appends its class probabilities to the head's vector (setenc/heads/classes.py; fashion44k R@1 "
             "0.874 vs 0.865, MAP@R 0.775 vs 0.739, 5 folds x 2 seeds)" if out.classes else
             "groups are classes, but a learned fusion's titles already name them (fashion44k fold 0: 0.961 / 0.899 "
             "without the class block, 0.948 / 0.877 with it)" if s.groups_are_classes else

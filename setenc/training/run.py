@@ -23,18 +23,18 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from setenc.catalogs import Catalog, catalog_key, split_catalog
-from setenc.cli import catalog_arg
+from setenc.plumbing.cli import catalog_arg
 from setenc.encoder import SetEncoder
-from setenc.errors import CheckpointError, SetencError
+from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.evaluation.protocols import evaluate_vectors, make_protocols
-from setenc.heads import create_head
-from setenc.paths import cache_dir
+from setenc.heads.pooling import create_head
+from setenc.plumbing.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
 from setenc.photos.tta import TTA, with_tta
 from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
-from setenc.views import view_vocabulary
+from setenc.heads.views import view_vocabulary
 
 
 def config_backbone(cfg: TrainConfig):
@@ -181,9 +181,9 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
 
 
 def add_class_block(head, sets, catalog: Catalog) -> None:
-    """Fit a class block (`setenc.classes`) on the grouped training articles' mean photo vectors, and attach it."""
-    from setenc.classes import photo_means
-    from setenc.sets import pad_sets
+    """Fit a class block (`setenc.heads.classes`) on the grouped training articles' mean photo vectors, and attach it."""
+    from setenc.heads.classes import photo_means
+    from setenc.heads.sets import pad_sets
 
     rows = [i for i, a in enumerate(catalog.articles) if a.group is not None]
     labels = [catalog.articles[i].group for i in rows]
@@ -217,8 +217,8 @@ def training_titles(cfg: TrainConfig, catalog: Catalog):
     if cfg.fusion is None:
         return None, None
     from setenc.evaluation.titles import check_titles
-    from setenc.text import create_text_encoder
-    from setenc.titles import title_vectors
+    from setenc.titles.encoders import create_text_encoder
+    from setenc.titles.vectors import title_vectors
 
     n = check_titles(catalog)
     text = create_text_encoder(cfg.text, **cfg.text_kwargs).fit([a.title for a in catalog.articles])

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from setenc.matchers import list_matchers
+from setenc.matching.matchers import list_matchers
 from setenc.training.config import TrainConfig, load_config
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from setenc.catalogs import Article, Catalog, split_catalog
 from setenc.photos import photo_sets
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.evaluation import report
-from setenc.matchers import create_matcher
+from setenc.matching.matchers import create_matcher
 from setenc.evaluation.metrics import retrieval_metrics
 from setenc.evaluation.protocols import Protocol
 

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from setenc.errors import SetencError  # noqa: E402
+from setenc.plumbing.errors import SetencError  # noqa: E402
 from setenc.evaluation.plots import FRAME, _show, save_figure  # noqa: E402
 
 Pick = tuple[int, int, float]  # (row, column, similarity)

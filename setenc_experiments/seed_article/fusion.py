@@ -2,7 +2,7 @@
 (shoes by articleType; Luma products by department), scored by the image alone, the title alone, and both fused
 as alpha · image + (1 − alpha) · text with alpha tuned on validation queries and reported on the others.
 
-The text encoder (`setenc.text`, TF-IDF by default) is fitted on every title of the retrieval, without labels;
+The text encoder (`setenc.titles.encoders`, TF-IDF by default) is fitted on every title of the retrieval, without labels;
 TF-IDF keeps its full n-gram vectors here (`dim=None`: the report's numbers were measured so, and nothing is indexed).
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 
 from setenc.catalogs import load_catalog
 from setenc.evaluation.protocols import Protocol
-from setenc.fusion import fuse, tune_alpha
-from setenc.text import create_text_encoder
+from setenc.titles.fusion import fuse, tune_alpha
+from setenc.titles.encoders import create_text_encoder
 from setenc_experiments.seed_article.common import embedded, leave_one_out, matcher_scores, metrics, precision_at_k, split_queries
 from setenc_experiments.seed_article.ordered import LUMA_VIEWS, luma_views
 from setenc_experiments.seed_article.single import K, shoe_catalog

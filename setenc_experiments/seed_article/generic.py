@@ -18,7 +18,7 @@ from setenc.catalogs import Catalog, load_catalog
 from setenc.evaluation.protocols import Protocol, group_protocol
 from setenc.evaluation.report import choose_split
 from setenc.evaluation.tuning import tune_on_protocol
-from setenc.matchers import create_matcher, unordered_matchers
+from setenc.matching.matchers import create_matcher, unordered_matchers
 from setenc_experiments.seed_article.common import embedded, head_scores, matcher_scores, metrics, split_queries
 from setenc_experiments.seed_article.figures import matching_comparison, method_bars
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from setenc.catalogs import Catalog, load_catalog
-from setenc.matchers import unordered_matchers
+from setenc.matching.matchers import unordered_matchers
 from setenc_experiments.seed_article.common import embedded, leave_one_out, matcher_scores, metrics
 from setenc_experiments.seed_article.figures import view_table
 

@@ -23,8 +23,8 @@ from typing import Callable
 
 import torch
 
-from setenc.errors import SetencError
-from setenc.registry import Registry
+from setenc.plumbing.errors import SetencError
+from setenc.plumbing.registry import Registry
 from setenc.photos.backbones import hf
 from setenc.photos.backbones.base import Backbone, TorchBackbone, TorchSpec
 from setenc.photos.backbones.concat import concatenated

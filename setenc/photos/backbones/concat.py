@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.backbones.base import TorchSpec
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.decode import ImageTransform
-from setenc.paths import file_sha256
+from setenc.plumbing.paths import file_sha256
 from setenc.photos.backbones.base import TorchSpec
 
 # registry name -> (weights package, its model-file class, input size)

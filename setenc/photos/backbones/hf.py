@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.decode import ImageTransform
-from setenc.paths import file_sha256
+from setenc.plumbing.paths import file_sha256
 from setenc.photos.backbones.base import TorchSpec, short_hash
 
 CLIP_DEFAULT = "openai/clip-vit-base-patch32"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.backbones.base import TorchSpec, short_hash
 from setenc.photos.backbones.onnx import _IN, _OUT, OnnxBackbone, _session, cached_graph, export_onnx
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from setenc.errors import CheckpointError, SetencError
+from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.photos.decode import WHITE, ImageTransform
-from setenc.paths import cache_dir
-from setenc.paths import file_sha256
+from setenc.plumbing.paths import cache_dir
+from setenc.plumbing.paths import file_sha256
 from setenc.photos.backbones.base import Backbone, TorchSpec, short_hash
 
 POOLINGS = ("none", "token0", "token_mean", "spatial_mean")

@@ -24,9 +24,9 @@ from typing import Iterator
 import numpy as np
 
 from setenc.catalogs.manifest import iter_jsonl
-from setenc.errors import SetencError
-from setenc.filters import Where
-from setenc.index import SetIndex
+from setenc.plumbing.errors import SetencError
+from setenc.search.filters import Where
+from setenc.search.index import SetIndex
 
 KINDS = ("photos", "id", "vector")  # the keys a query line may carry, exactly one of them
 BATCH = 64  # photo / vector queries searched together

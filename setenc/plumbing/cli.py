@@ -6,7 +6,7 @@ import sys
 from typing import Callable
 
 from setenc.catalogs import Catalog, load_catalog
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 
 def run_main(main: Callable[[], None]) -> None:

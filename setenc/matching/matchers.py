@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from setenc.errors import SetencError
-from setenc.registry import Registry
-from setenc.sets import check_sets, masked_mean
+from setenc.plumbing.errors import SetencError
+from setenc.plumbing.registry import Registry
+from setenc.heads.sets import check_sets, masked_mean
 
 Views = Sequence[Hashable] | None
 Match = tuple[int, int, float]  # (row photo, column photo, similarity)

@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from filelock import Timeout
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 from setenc.photos.cache import EmbeddingCache
-from setenc.text import TextEncoder
+from setenc.titles.encoders import TextEncoder
 
 
 def title_key(title: str) -> str:
@@ -39,7 +39,7 @@ def title_vectors(titles: Sequence[str | None], encoder: TextEncoder, cache_root
         wait_for_lock: seconds to wait for another process writing this encoder's cache.
     """
     if cache_root is None:
-        from setenc.paths import cache_dir
+        from setenc.plumbing.paths import cache_dir
 
         cache_root = cache_dir("embeddings")
     text = ["" if t is None else str(t) for t in titles]

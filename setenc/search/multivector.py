@@ -17,11 +17,11 @@ import faiss
 import numpy as np
 import torch
 
-from setenc.ann import ADD_CHUNK
-from setenc.matchers import Matcher
-from setenc.rerank import match_rows, rank, reranker
-from setenc.sets import pad_sets
-from setenc.store import PhotoStore
+from setenc.search.ann import ADD_CHUNK
+from setenc.matching.matchers import Matcher
+from setenc.search.rerank import match_rows, rank, reranker
+from setenc.heads.sets import pad_sets
+from setenc.search.store import PhotoStore
 
 MAX_SIM = "max"  # the aggregate that is no matcher: the best single photo pair
 DEFAULT_DEPTH = 100  # photos retrieved per query photo

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 if TYPE_CHECKING:
-    from setenc.text import TextEncoder
+    from setenc.titles.encoders import TextEncoder
 
 ALPHA_GRID = tuple(round(a / 10, 1) for a in range(11))  # 0.0 (text only) … 1.0 (image only)
 TUNE_ENTRIES = 1 << 24  # (queries × gallery) score entries tuning holds at once: the queries are sampled to fit
@@ -112,7 +112,7 @@ class Fusion:
     def text(self) -> "TextEncoder":
         """The title encoder, rebuilt from the checkpoint's spec on first use (a neural one loads its weights)."""
         if self._text is None:
-            from setenc.text import text_encoder_from_spec
+            from setenc.titles.encoders import text_encoder_from_spec
 
             self._text = text_encoder_from_spec(self._spec)
         return self._text

@@ -1,19 +1,19 @@
 """Search over an export: `SetIndex.load(dir).search(query, k)`, by set vector, re-ranked, or multi-vector.
 
-The export folder and its files are `setenc.store`; writing and editing exports is `setenc.export`; building FAISS
-indexes is `setenc.ann` (their names stay importable from here). Three ways to search one export:
+The export folder and its files are `setenc.search.store`; writing and editing exports is `setenc.search.export`; building FAISS
+indexes is `setenc.search.ann` (their names stay importable from here). Three ways to search one export:
 - **set vector** (default): one vector per article in FAISS, the query's set vector against them;
 - **two-stage** (`rerank="chamfer"`, ...): the top `candidates` set-vector hits re-scored on their photo vectors by
-  a matcher, optionally fused with the set-vector cosine (`weight`, 1 = set vector only; `setenc.rerank`);
-- **multi-vector** (`search_photos`): every photo searched on its own, aggregated per article (`setenc.multivector`).
+  a matcher, optionally fused with the set-vector cosine (`weight`, 1 = set vector only; `setenc.search.rerank`);
+- **multi-vector** (`search_photos`): every photo searched on its own, aggregated per article (`setenc.search.multivector`).
 
 Set-vector searches (`search`, `search_batch`, `similar`, re-ranked or not) take `where={"group": "Shoes"}`: only
-articles whose stored metadata match are returned (`setenc.filters`; how each index kind applies it:
+articles whose stored metadata match are returned (`setenc.search.filters`; how each index kind applies it:
 `ann.filtered_search`; re-ranking re-scores only matching candidates). An export made with a fused checkpoint
-(photos + titles, `setenc.fusion`) also takes title queries: `search(photos, title="blue denim jacket")`,
+(photos + titles, `setenc.titles.fusion`) also takes title queries: `search(photos, title="blue denim jacket")`,
 `search(title="...")` (title only) or photos alone, each scored by the sides it has.
 
-An export of a view-aware head (`setenc.views`: its photos encoded with their catalogue `views` tags) takes the query
+An export of a view-aware head (`setenc.heads.views`: its photos encoded with their catalogue `views` tags) takes the query
 photos' tags: `search(photos, views=["front", "side"])`, one tag per photo. A query without tags encodes its photos
 as "unknown" (tags the head never saw too), which is what a tagless catalogue article is. On an export of a tag-free
 head, tags are still checked (one per photo) and then ignored, as `SetEncoder.encode_sets` ignores them: a client
@@ -35,16 +35,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from setenc.ann import build_index, ivf_lists, search, search_refined, set_search_params
+from setenc.search.ann import build_index, ivf_lists, search, search_refined, set_search_params
 from setenc.encoder import SetEncoder
-from setenc.errors import SetencError
-from setenc.export import check_encoder, delete_articles, encoder_from_manifest, export_index
-from setenc.filters import Metadata, RowSelector, Where
-from setenc.matchers import Matcher
-from setenc.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
+from setenc.plumbing.errors import SetencError
+from setenc.search.export import check_encoder, delete_articles, encoder_from_manifest, export_index
+from setenc.search.filters import Metadata, RowSelector, Where
+from setenc.matching.matchers import Matcher
+from setenc.search.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
 from setenc.photos.tta import spec_tta
-from setenc.rerank import DEFAULT_CANDIDATES, check_weight, rerank as rerank_rows, reranker
-from setenc.store import REEXPORT, PhotoStore, read_export, require_photos
+from setenc.search.rerank import DEFAULT_CANDIDATES, check_weight, rerank as rerank_rows, reranker
+from setenc.search.store import REEXPORT, PhotoStore, read_export, require_photos
 
 __all__ = ["SetIndex", "build_index", "check_encoder", "delete_articles", "encoder_from_manifest", "export_index",
            "ivf_lists", "set_search_params"]
@@ -99,7 +99,7 @@ class SetIndex:
 
     @property
     def fused(self) -> bool:
-        """Whether the article vectors are photos + titles (late fusion `setenc.fusion`, or a head trained with
+        """Whether the article vectors are photos + titles (late fusion `setenc.titles.fusion`, or a head trained with
         titles, whose config records their size): then title queries work."""
         return bool(self.manifest.get("fusion") or self.manifest.get("head", {}).get("config", {}).get("titles"))
 
@@ -242,7 +242,7 @@ class SetIndex:
                 None = set-vector cosines only. Needs photo queries and an export with photo vectors.
             weight: with `rerank`, the share of the set-vector cosine in the score (1 = set vector only).
             where: only articles whose metadata match, e.g. `{"group": "Shoes", "color": ["blue", "navy"]}`
-                (`setenc.filters`); fewer than k match: the rest are missing hits.
+                (`setenc.search.filters`); fewer than k match: the rest are missing hits.
             titles: per query a title or None (a fused export only; a title-only query is None + its title).
             views: per query its photos' view tags (one each) or None = unknown (see the module docstring).
         """
@@ -294,7 +294,7 @@ class SetIndex:
     def search_photos(self, query: Query, k: int = 10, aggregate: str | Matcher = MAX_SIM,
                       depth: int = DEFAULT_DEPTH) -> list[tuple[str, float]]:
         """Multi-vector search: each query photo searches every stored photo; `aggregate` ("max" or a matcher
-        name) scores each article hit. The baseline to one vector per article (`setenc.multivector`)."""
+        name) scores each article hit. The baseline to one vector per article (`setenc.search.multivector`)."""
         store = require_photos(self.photos, "multi-vector search")
         photos = self.photo_vectors(query)
         if photos is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable, Generic, TypeVar
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 T = TypeVar("T")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from setenc.errors import SetencError
-from setenc.filters import RowSelector
+from setenc.plumbing.errors import SetencError
+from setenc.search.filters import RowSelector
 
 HNSW_M = 32  # graph degree of the "hnsw" index
 HNSW_EF_SEARCH = 64  # candidates per query: exact top-1 on 99.6% of queries at 10k; on galleries full of near-

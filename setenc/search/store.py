@@ -6,7 +6,7 @@ ids.json           row -> article id
 vectors.npy        the article vectors (float32 or float16): `append` and other index types need no re-encoding
 photos.npy         every article's photo vectors (P, D), article after article, in the export's dtype
 photo_offsets.npy  (N + 1,) int64: article row r owns photos[offsets[r] : offsets[r + 1]]
-metadata.json      the articles' filterable metadata, one column per key, row-aligned (`setenc.filters`)
+metadata.json      the articles' filterable metadata, one column per key, row-aligned (`setenc.search.filters`)
 manifest.json      backbone, head, title fusion, checkpoint path + sha256, dims, count, index type + search
                    parameters, dropped articles, catalog, created, setenc version, photos {count, dim},
                    metadata keys, sha256 of each file
@@ -40,9 +40,9 @@ import faiss
 import numpy as np
 from filelock import FileLock
 
-from setenc.errors import CheckpointError, SetencError
-from setenc.filters import Metadata
-from setenc.paths import file_sha256
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.search.filters import Metadata
+from setenc.plumbing.paths import file_sha256
 
 FORMAT = "setenc-index-v1"
 FILES = ("index.faiss", "ids.json", "vectors.npy")  # every export

@@ -6,7 +6,7 @@ entry and every pooling is masked, so padding never leaks into the result. A hea
 
 View-aware heads (`create_head(name, in_dim, views=[tags])`, any head): a decision of the base class rather than a
 wrapper head or a per-head option, so every head composes with it and its config stays `name` + options. The head
-adds a learned per-tag vector (`setenc.views.ViewEmbedding`, zero at init) to each photo before its own pooling;
+adds a learned per-tag vector (`setenc.heads.views.ViewEmbedding`, zero at init) to each photo before its own pooling;
 the ids come with the batch, `forward(x, mask, views)`, and `forward(x, mask)` means every photo is "unknown".
 The tag vocabulary is the `views` option, so checkpoints carry it in the head config. A tag-free head ignores ids.
 
@@ -15,7 +15,7 @@ vector joins the set as one more element, `forward(x, mask, views, titles)` (`Ti
 title (a zero row, or `titles=None`) simply has no such element, and a title-only article has no photo rows.
 
 A class block (`create_head(name, in_dim, classes=[names])`, any head, the same way): the head's vector gets the
-class probabilities of a probe fitted after training appended (`setenc.classes.ClassBlock`), for catalogues whose
+class probabilities of a probe fitted after training appended (`setenc.heads.classes.ClassBlock`), for catalogues whose
 groups are classes; `out_dim` grows by the number of classes, and the class names are the `classes` option.
 """
 
@@ -25,11 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from setenc.classes import WEIGHT as CLASS_WEIGHT, ClassBlock, photo_means
-from setenc.errors import SetencError
-from setenc.registry import Registry
-from setenc.sets import check_sets, masked_mean, masked_sum
-from setenc.views import TitleElement, ViewEmbedding
+from setenc.heads.classes import WEIGHT as CLASS_WEIGHT, ClassBlock, photo_means
+from setenc.plumbing.errors import SetencError
+from setenc.plumbing.registry import Registry
+from setenc.heads.sets import check_sets, masked_mean, masked_sum
+from setenc.heads.views import TitleElement, ViewEmbedding
 
 
 def identity_init_(linear: nn.Linear) -> None:
@@ -111,7 +111,7 @@ class SetHead(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None,
                 titles: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.views`; ignored by a tag-free head),
+        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.heads.views`; ignored by a tag-free head),
         titles (B, T) title vectors, zero rows = no title (ignored by a photos-only head)."""
         fuse = self.title_element is not None and titles is not None
         check_sets(x, mask, self.in_dim, empty_ok=fuse)  # with titles a set may hold its title alone
@@ -350,9 +350,9 @@ def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: 
     Args:
         name: one of `list_heads()`.
         in_dim: width of the photo vectors (the backbone's embedding dim).
-        views: view tags to learn a vector for (a view-aware head, `setenc.views`); None = tag-free.
+        views: view tags to learn a vector for (a view-aware head, `setenc.heads.views`); None = tag-free.
         titles: size of the title vectors to fuse as one more set element (learned fusion); None = photos only.
-        classes: class names whose probabilities the output appends (`setenc.classes`, fitted after training);
+        classes: class names whose probabilities the output appends (`setenc.heads.classes`, fitted after training);
             `class_weight` scales them. None = no class block.
         **kw: the head's options; unknown ones are an error, not silently ignored.
     """

@@ -7,7 +7,7 @@ articleType; multiview: `category`, `color`, `source`; cars: `make`, `body`). Ti
 fields are not. Values compare as text: numbers and booleans by their JSON spelling (`3`, `true`).
 
 A `where` is equality on every key given (AND across keys); a list value is any of its values (OR). How the
-search applies the matching rows to each index kind is `setenc.ann.filtered_search`.
+search applies the matching rows to each index kind is `setenc.search.ann.filtered_search`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from setenc.catalogs import Article
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 FIELDS = ("group", "partition")  # Article attributes kept; every scalar `meta` field is kept too
 Where = Mapping[str, object]  # key -> value or list of values

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from setenc.catalogs import Catalog, load_catalog
-from setenc.errors import SetencError
-from setenc.store import read_export
+from setenc.plumbing.errors import SetencError
+from setenc.search.store import read_export
 
 EMBEDDING = "embedding"
 FIELDS = ("group", "title", "partition")  # Article attributes written as columns, before the free-form keys

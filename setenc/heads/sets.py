@@ -12,14 +12,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from setenc.errors import SetencError
+from setenc.plumbing.errors import SetencError
 
 
 def pad_sets(sets: Sequence[np.ndarray | torch.Tensor], max_len: int | None = None,
              empty_ok: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack variable-size `(n_i, D)` sets into `x (B, N, D)` with a `mask (B, N)` that is True on real photos.
 
-    `empty_ok`: `(0, D)` sets give all-False mask rows (title-only articles of a learned fusion: `setenc.heads`).
+    `empty_ok`: `(0, D)` sets give all-False mask rows (title-only articles of a learned fusion: `setenc.heads.pooling`).
     """
     if not sets:
         raise ValueError("pad_sets needs at least one set")
@@ -53,7 +53,7 @@ def _pad_arrays(sets: Sequence[np.ndarray], max_len: int | None) -> tuple[torch.
 
 
 def pad_ids(ids: Sequence[np.ndarray], max_len: int | None = None) -> torch.Tensor:
-    """Per-set `(n_i,)` int ids (view tags: `setenc.views`) -> `(B, N)` long in `pad_sets`' layout, 0 on padding."""
+    """Per-set `(n_i,)` int ids (view tags: `setenc.heads.views`) -> `(B, N)` long in `pad_sets`' layout, 0 on padding."""
     n = max(len(i) for i in ids) if max_len is None else max_len
     out = torch.zeros(len(ids), n, dtype=torch.long)
     for k, i in enumerate(ids):

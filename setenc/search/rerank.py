@@ -1,6 +1,6 @@
 """Two-stage search: the set-vector index proposes candidates, a pairwise matcher re-scores their photos.
 
-The set vector is cheap and searchable; the matchers (`setenc.matchers`) look at every photo pair and are too slow
+The set vector is cheap and searchable; the matchers (`setenc.matching.matchers`) look at every photo pair and are too slow
 to run over a whole catalogue. Re-scoring the top `candidates` of the index with a matcher's batched form gets the
 matcher's ranking at the index's cost plus `candidates` pair scores: with `candidates` = every article, the result
 is exactly the exhaustive matcher ranking. The final score fuses both (`fusion.fuse`): `weight` · set-vector cosine +
@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from setenc.errors import SetencError
-from setenc.matchers import MATCHERS, Matcher, create_matcher, pairwise_scores
-from setenc.sets import pad_sets
-from setenc.store import PhotoStore
-from setenc.fusion import fuse
+from setenc.plumbing.errors import SetencError
+from setenc.matching.matchers import MATCHERS, Matcher, create_matcher, pairwise_scores
+from setenc.heads.sets import pad_sets
+from setenc.search.store import PhotoStore
+from setenc.titles.fusion import fuse
 
 DEFAULT_CANDIDATES = 200  # set-vector hits re-scored per query
 
