@@ -12,7 +12,7 @@ Both entry points rank a block of query rows at a time and keep only the top `ma
 each block's cosines on the fly, so a head's vectors are scored without any (Q, G) matrix or mask: with a 1M-article
 gallery it needs the gallery vectors plus one ~100 MB block.
 
-Measured on a 2-core CPU shared with other jobs (`docs/scaling.md`, `scripts/bench_metrics.py`): a 200k gallery,
+Measured on a 2-core CPU shared with other jobs (`docs/scaling.md`, `benchmarks/bench_metrics.py`): a 200k gallery,
 2,000 leave-one-out queries, E = 128: 6.5 s and 255 MiB peak for `vector_metrics`, 9.5 s and 1,966 MiB for the
 matrix path (64 s with the full argsort it replaced), identical metrics.
 """

@@ -73,7 +73,7 @@ BACKBONES.register("clip", hf.clip)
 BACKBONES.register("hf", hf.hf)
 BACKBONES.register("onnx", onnx_file)
 
-# the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (scripts/bench_embed.py)
+# the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (benchmarks/bench_embed.py)
 AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "efficientnet-lite0+lite2": "onnx",
                 "clip": "onnx", "hf": "onnx",
                 "efficientnet-lite0-int8": "onnx", "efficientnet-lite2-int8": "onnx"}

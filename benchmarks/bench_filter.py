@@ -1,6 +1,6 @@
 """Benchmark: what a metadata filter (`where=`) costs a search, per index kind, at 10k and 100k synthetic articles.
 
-`python scripts/bench_filter.py [--sizes 10000,100000]` prints the table and writes docs/bench_filter.md.
+`python benchmarks/bench_filter.py [--sizes 10000,100000]` prints the table and writes docs/bench_filter.md.
 
 Articles: clustered synthetic unit vectors (1280-d, as efficientnet-lite0 set vectors; 1 cluster per 100
 articles), memory-mapped from a .npy as an export's are. Metadata drawn independently of the vectors (the worst case
@@ -134,7 +134,7 @@ def _report(rows, args, load_start, load_end, total: float) -> str:
     lines = [
         "# Metadata filters: what `where=` costs a search",
         "",
-        f"Produced by `python scripts/bench_filter.py --sizes {args.sizes}`, total {total / 60:.1f} min. Machine: "
+        f"Produced by `python benchmarks/bench_filter.py --sizes {args.sizes}`, total {total / 60:.1f} min. Machine: "
         f"{platform.processor() or platform.machine()}, 2 cores shared with other jobs (load average "
         f"{' / '.join(load_start)} at start, {' / '.join(load_end)} at end: the figures are upper bounds); "
         f"faiss {faiss.__version__}.",

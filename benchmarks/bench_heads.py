@@ -1,6 +1,6 @@
 """Learned set heads vs the parameter-free matchers on one catalogue's held-out articles, over folds and seeds.
 
-    python scripts/bench_heads.py --catalog ../shared/data/grocery --folds 0 1 2 3 4 --seeds 0 1
+    python benchmarks/bench_heads.py --catalog ../shared/data/grocery --folds 0 1 2 3 4 --seeds 0 1
 
 Each head spec is `NAME[:key=value,...]` with TrainConfig keys (`proj:lr=1e-4`, `pma:head_kwargs.dim=256`).
 Prints a markdown table (mean ± std of Recall@1 and MAP@R over folds × seeds, training seconds) and appends it,

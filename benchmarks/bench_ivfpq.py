@@ -1,6 +1,6 @@
 """Benchmark: IVF-PQ indexes beyond RAM, built in one piece vs in parallel shards, at 100k / 1M articles.
 
-`python scripts/bench_ivfpq.py [--sizes 100000,1000000] [--shards 1,2]` writes docs/bench_ivfpq.md: memory per
+`python benchmarks/bench_ivfpq.py [--sizes 100000,1000000] [--shards 1,2]` writes docs/bench_ivfpq.md: memory per
 article, build time (train + add), Recall@10 vs exact search and CPU ms per query (one thread) of the `ivfpq`
 kind of `setenc.search.ann.build_index` (its default nlist / nprobe / PQ code size), and the same figures computed for
 10M articles from the largest size measured (say which).
@@ -123,7 +123,7 @@ def main() -> None:
 
 
 def markdown(args, rows, load0, load1, total_s) -> str:
-    cmd = ("python scripts/bench_ivfpq.py " + " ".join(sys.argv[1:])).strip()
+    cmd = ("python benchmarks/bench_ivfpq.py " + " ".join(sys.argv[1:])).strip()
     m = pq_codes(args.dim)
     lines = [
         "# IVF-PQ indexes beyond RAM: one build vs parallel shards",

@@ -1,6 +1,6 @@
 """Benchmark: Recall@K / MAP@R of vectors in bounded memory (`vector_metrics`) against ranking the (Q, G) matrix.
 
-`python scripts/bench_metrics.py [--gallery 200000 --queries 2000 --dim 128 --group 5]` prints one line per path:
+`python benchmarks/bench_metrics.py [--gallery 200000 --queries 2000 --dim 128 --group 5]` prints one line per path:
 seconds and peak memory that numpy allocated (tracemalloc), beyond the query and gallery vectors themselves.
 Synthetic data: random unit vectors, groups of `--group` consecutive articles pulled towards a shared centre, the
 queries are the first articles, leave-one-out (each query is excluded from the gallery), as `group_protocol` builds.

@@ -1,6 +1,6 @@
 """Benchmark: FAISS search over one vector per article against pairwise set matching, at 10k / 100k / 1M articles.
 
-`python scripts/bench_search.py [--sizes 10000,100000,1000000]` prints the tables and writes docs/bench_search.md.
+`python benchmarks/bench_search.py [--sizes 10000,100000,1000000]` prints the tables and writes docs/bench_search.md.
 
 Gallery: the real articles first (grocery gallery partition + fashion44k, photos embedded with efficientnet-lite0
 through the shared cache), then synthetic articles up to each size: a synthetic article takes a random real gallery
@@ -486,7 +486,7 @@ def markdown(args, rows, pw, head, real, sigma, target, synth_s, load0, load1, t
     def fmt_ms(ms):
         return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
 
-    cmd = "python scripts/bench_search.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bench_search.py " + " ".join(sys.argv[1:])
     lines = [
         "# Search speed: FAISS over article vectors vs pairwise set matching",
         "",

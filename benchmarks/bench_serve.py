@@ -1,6 +1,6 @@
 """Load test of the HTTP service: N concurrent clients for S seconds on loopback, latency p50 / p99, errors.
 
-`python scripts/bench_serve.py --index DIR [--clients 8] [--seconds 30] [--mode similar|photos] [--photos ...]`
+`python benchmarks/bench_serve.py --index DIR [--clients 8] [--seconds 30] [--mode similar|photos] [--photos ...]`
 starts `scripts/serve.py` on a free loopback port (or uses --url of a running one), waits for /health, then each
 client sends requests back to back: `similar` asks GET /articles/{id}/similar for random ids of the export (the
 server then needs no encoder: started with --vectors-only), `photos` uploads --photos to POST /search. Prints
