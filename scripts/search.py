@@ -43,6 +43,8 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="the head the export was built with (when it moved)")
     p.add_argument("--catalog", default=None, help="manifest for titles and photos (default: the export's catalog)")
     p.add_argument("--png", default=None, help="also draw the query photos and each neighbour's photos here")
+    p.add_argument("--explain", action="store_true", help="under each hit: P(same group) (a calibrated checkpoint) "
+                   "and the photo pairs behind it; with --png also the top hit's pairs side by side (<png>-pairs.png)")
     args = p.parse_args()
     from setenc.plumbing.errors import SetencError
     from setenc.search.filters import parse_where
@@ -59,6 +61,9 @@ def main() -> None:
         raise SetencError("--views tags the query photos, one non-empty tag each (e.g. --views front,side): give it "
                           "with photos, not with --id, --queries (a line's \"views\") or --multivector")
     where = parse_where(args.where)
+    if args.explain and (args.queries or not (args.photos or args.id)):
+        raise SetencError("--explain needs query photos or --id (the photo pairs are the query's), not --queries or "
+                          "a title alone")
 
     from setenc.catalogs import load_catalog
     from setenc.search.index import SetIndex
@@ -89,9 +94,14 @@ def main() -> None:
     source = args.catalog or index.manifest.get("catalog")
     articles = {a.id: a for a in load_catalog(source)} if source and Path(source).exists() else {}
     print(f"{'rank':>4}  {'id':<24} {'score':>7}  title")
+    mine = (args.id or index.photo_vectors(query)) if args.explain else None  # the query side of the photo pairs
     for rank, (aid, score) in enumerate(hits, 1):
         title = articles[aid].title if aid in articles and articles[aid].title else ""
         print(f"{rank:>4}  {aid:<24} {score:7.4f}  {title}")
+        if args.explain:
+            from setenc.matching.explain import describe
+
+            print(f"      {describe(index.pair(mine, aid))}")
     if args.png:
         from setenc.evaluation.plots import retrieval_grid
 
@@ -100,6 +110,13 @@ def main() -> None:
         shown = list(articles[args.id].images) if args.id and args.id in articles else args.photos
         title = f"query ({len(shown)} photos) -> top {len(hits)} of {Path(args.index).name}"
         print(f"wrote {retrieval_grid([(title, shown, rows)], args.png)}")
+        if args.explain and hits and hits[0][0] in articles:
+            from setenc.matching.explain import PhotoPair, describe, pairs_png
+
+            top = index.pair(mine, hits[0][0])
+            path = Path(args.png).with_name(Path(args.png).stem + "-pairs.png")
+            pairs = [PhotoPair(**p) for p in top["pairs"]]
+            print(f"wrote {pairs_png(pairs, shown, list(articles[hits[0][0]].images), path, describe(top))}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class SetEncoder(torch.nn.Module):
         self.head, self.backbone_spec, self.dim, self.metrics = head, dict(backbone), int(dim), dict(metrics or {})
         self.training_info = dict(training or {})  # catalog + split it was trained on: evaluation holds them out
         self.fusion = fusion  # photos + titles late fusion, None = photos only
+        self.calibration = None  # score -> P(same group) of these vectors (setenc.matching.calibration); not fused
         self._backbone = None
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -82,7 +83,8 @@ class SetEncoder(torch.nn.Module):
         return {"format": FORMAT, "head": self.head.config, "state_dict": self.head.state_dict(),
                 "backbone": self.backbone_spec, "dim": self.dim, "metrics": self.metrics,
                 "training": self.training_info, **({"fusion": self.fusion.state()} if self.fusion else {}),
-                **({"text": self._text if isinstance(self._text, dict) else self._text.spec()} if self._text else {})}
+                **({"text": self._text if isinstance(self._text, dict) else self._text.spec()} if self._text else {}),
+                **({"calibration": self.calibration.state()} if self.calibration else {})}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a crash leaves the previous file intact."""
@@ -108,6 +110,10 @@ class SetEncoder(torch.nn.Module):
                   blob.get("text"))
         enc.checkpoint_sha256 = file_sha256(path)
         enc.checkpoint_path = str(path.resolve())  # an export records it, so its index can rebuild this encoder
+        if blob.get("calibration"):
+            from setenc.matching.calibration import Calibration
+
+            enc.calibration = Calibration.from_state(blob["calibration"])
         if backbone is not None:
             enc.set_backbone(backbone)
         return enc
@@ -195,6 +201,16 @@ class SetEncoder(torch.nn.Module):
         vecs = self.embed_photos(flat)
         bounds = np.cumsum([0] + [len(s) * self.tta.per_photo for s in photo_sets])
         return self.encode_sets([vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])], batch_size, views)
+
+    def same(self, a, b, articles: int | None = None) -> float:
+        """P(articles a and b are the same group), from their set vectors' cosine through the checkpoint's
+        calibration (`setenc.matching.calibration`); a, b: photo sets or (n, D) photo vectors; `articles`: the
+        size of the catalogue the pair is drawn from (None: the calibration's own)."""
+        if self.calibration is None:
+            raise SetencError("this checkpoint carries no calibration (trained before issue 27, or without held-out "
+                              "groups): retrain it with scripts/train.py to get probabilities")
+        v = self.encode_articles([a, b])
+        return float(self.calibration.probability(float(v[0] @ v[1]), articles))
 
     # -- photos + titles -----------------------------------------------------------------------------
     def with_fusion(self, fusion: Fusion | None) -> "SetEncoder":

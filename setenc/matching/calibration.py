@@ -21,6 +21,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from setenc.catalogs.manifest import Catalog
 from setenc.catalogs.splits import hash_bucket
 from setenc.matching.clusters import cluster, pair_counts, score_edges
 from setenc.plumbing.errors import SetencError
@@ -78,6 +79,23 @@ class Calibration:
         r = self._ratio(articles)
         return p if r == 1.0 else p / (p + (1.0 - p) * r)
 
+    def score_for(self, probability: float, articles: int | None = None) -> float:
+        """The lowest score whose probability reaches `probability` (+inf when none does): a range search's radius."""
+        if not 0.0 < probability <= 1.0:
+            raise SetencError(f"probability {probability} must be in (0, 1]")
+        lo, hi = -1.0, 1.0
+        if self.probability(hi, articles) < probability:
+            return float("inf")
+        for _ in range(50):  # bisection on the monotone map: exact to ~1e-15 on [-1, 1]
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if self.probability(mid, articles) >= probability else (mid, hi)
+        return hi
+
+    def summary(self) -> dict:
+        """What a run's result.json and a report show: the map, its articles, thresholds and cross-fitted check."""
+        return {"method": self.method, "fitted_on": self.fitted_on, "articles": self.articles,
+                "thresholds": self.thresholds(), **self.crossfit}
+
     def precision_curve(self, articles: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(descending score thresholds, pairwise precision, recall) of the pairs at or above each threshold."""
         tp, fp = np.asarray(self.curve_tp, np.float64), np.asarray(self.curve_fp, np.float64)
@@ -125,6 +143,27 @@ def fit(scores: np.ndarray, same: np.ndarray, articles: int, products: bool, fit
                        (float(lr.coef_[0, 0]), float(lr.intercept_[0])), s[keep].tolist(), tp[keep].tolist(),
                        (keep + 1 - tp[keep]).tolist(), int(articles), int(same.sum()), len(same), bool(products),
                        fitted_on)
+
+
+def fit_catalog(vectors: np.ndarray, catalog: Catalog, products: bool, fitted_on: str = "") -> Calibration:
+    """`fit_vectors` on a catalogue's article vectors, labelled by group (an article without one: by itself)."""
+    labels = [a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles]
+    return fit_vectors(vectors, labels, catalog.ids, products, fitted_on)
+
+
+def fit_heldout(encode, parts: dict, products: bool, what: str) -> Calibration | None:
+    """The calibration of a training run: fitted on its validation split, else its test split (articles it never
+    trained on; `crossfit` measures the map on halves of them). `parts`: split name -> (photo sets, catalog);
+    `encode(sets, catalog)` -> their article vectors. None where neither split has a same-group pair."""
+    for name in ("val", "test"):
+        sets, cat = parts[name]
+        if len(cat) < 2:
+            continue
+        try:
+            return fit_catalog(encode(sets, cat), cat, products, f"{name} split of {what}")
+        except SetencError:  # no same-group pair (or only such pairs) among these articles
+            continue
+    return None
 
 
 def fit_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ids: Sequence[str], products: bool,

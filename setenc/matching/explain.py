@@ -76,3 +76,9 @@ def pairs_png(pairs: Sequence[PhotoPair], a_photos: Sequence, b_photos: Sequence
     if title:
         fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
+
+
+def describe(pair: dict) -> str:
+    """One line for a terminal: `SetIndex.pair`'s probability (or cosine) and its photo pairs, best first."""
+    head = f"P(same) {pair['probability']:.3f}" if pair.get("probability") is not None else f"cosine {pair['score']:.3f}"
+    return f"{head}; photo pairs " + ", ".join(f"{p['a']}-{p['b']} {p['cosine']:.3f}" for p in pair["pairs"])

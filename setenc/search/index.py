@@ -40,6 +40,9 @@ from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
 from setenc.search.export import check_encoder, delete_articles, encoder_from_manifest, export_index
 from setenc.search.filters import Metadata, RowSelector, Where
+from setenc.matching.calibration import Calibration
+from setenc.matching.clusters import range_hits
+from setenc.matching.explain import photo_pairs
 from setenc.matching.matchers import Matcher
 from setenc.search.multivector import DEFAULT_DEPTH, MAX_SIM, MultiVectorIndex
 from setenc.photos.tta import spec_tta
@@ -303,6 +306,44 @@ class SetIndex:
             self._multivector = MultiVectorIndex(store)
         rows, scores = self._multivector.search(photos, k, aggregate, depth)
         return [(self.ids[r], float(s)) for r, s in zip(rows, scores)]
+
+    @property
+    def calibration(self) -> Calibration:
+        """The export's checkpoint's score -> P(same group) map (`setenc.matching.calibration`), or a one-line error."""
+        cal = getattr(self.encoder, "calibration", None)
+        if cal is None:
+            raise SetencError("this export's encoder carries no calibration (a parameter-free head, or a checkpoint "
+                              "trained before issue 27): probabilities need a checkpoint from scripts/train.py")
+        return cal
+
+    def matches(self, query: Query | None = None, min_probability: float = 0.5, where: Where | None = None,
+                title: str | None = None, views: Views | None = None) -> list[tuple[str, float, float]]:
+        """EVERY article that is the same group as the query with at least `min_probability` (the calibration,
+        rescaled to this export's size), not only the top k: a FAISS range search at the matching cosine. Returns
+        (id, probability, cosine), best first; an article of the export as the query finds itself too."""
+        radius = self.calibration.score_for(min_probability, len(self))
+        vecs, _ = self.prepare([query], None if title is None else [title], None if views is None else [views])
+        rows, scores = range_hits(self.index, vecs, radius)[0] if np.isfinite(radius) else (np.zeros(0, int), [])
+        if where:
+            keep = self.selector(where).mask[rows]
+            rows, scores = rows[keep], np.asarray(scores)[keep]
+        probs = self.calibration.probability(np.asarray(scores), len(self))
+        return [(self.ids[r], float(p), float(s)) for r, p, s in zip(rows, probs, scores)]
+
+    def pair(self, a: str | np.ndarray, b: str, how: str = "linear") -> dict:
+        """Article `a` (an id of the export, or a query's (n, D) photo vectors) and article `b` of the export: their
+        cosine, P(same group) (null where the encoder carries no calibration) and the photo pairs that drive the
+        match (`setenc.matching.explain`), best first."""
+        query = not isinstance(a, str)
+        va = self.prepare([a])[0][0] if query else np.asarray(self.vectors[self.row(a)], np.float32)
+        vb = np.asarray(self.vectors[self.row(b)], np.float32)
+        score = float(va @ vb / max(float(np.linalg.norm(va) * np.linalg.norm(vb)), 1e-12))
+        cal = getattr(self.encoder, "calibration", None) if self.manifest["checkpoint"].get("sha256") else None
+        per_photo = spec_tta(self.manifest.get("backbone", {})).per_photo
+        pairs = photo_pairs(np.asarray(a) if query else self.article_photos(a), self.article_photos(b), how, per_photo)
+        return {"a": None if query else a, "b": b, "score": round(score, 6),
+                "probability": None if cal is None else round(float(cal.probability(score, len(self))), 6),
+                "pairs": [p.as_dict() for p in pairs]}
 
     def article_photos(self, article_id: str) -> np.ndarray:
         """An article's stored (n, D) photo vectors: a query for `search` or `search_photos`."""

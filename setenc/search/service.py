@@ -6,6 +6,8 @@ POST /search                    multipart: photos (files) and / or paths (form f
                                 candidates, weight, where (repeatable)
 GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=&where=: an article of the export as the query,
                                 itself left out
+GET  /articles/{a}/match/{b}    ?how=linear|chamfer: same product or not - the pair's cosine, P(same group) (null
+                                where the export's checkpoint carries no calibration) and the photo pairs behind it
 ```
 `where` is `KEY=VALUE`, repeatable as in scripts/search.py (`?where=group=Shoes&where=group=Sandals`: any of;
 different keys: all of). `title` (an export of a fused checkpoint) is fused with the photos, or is the query alone.
@@ -122,5 +124,13 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
         if article_id not in index:
             raise HTTPException(404, f"article {article_id!r} is not in this export")
         return answer(index.similar(article_id, k, rerank or None, candidates, weight, parse_where(where)), start)
+
+    @app.get("/articles/{a:path}/match/{b:path}")
+    def match(a: str, b: str, how: str = "linear") -> dict:
+        start = time.perf_counter()
+        for article_id in (a, b):
+            if article_id not in index:
+                raise HTTPException(404, f"article {article_id!r} is not in this export")
+        return {**index.pair(a, b, how), "took_ms": round(1e3 * (time.perf_counter() - start), 2)}
 
     return app

@@ -27,6 +27,7 @@ from setenc.plumbing.cli import catalog_arg
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.evaluation.protocols import evaluate_vectors, make_protocols
+from setenc.matching.calibration import fit_heldout
 from setenc.heads.pooling import create_head
 from setenc.plumbing.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
@@ -175,6 +176,12 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
     if heldout is not None:
         encoder.metrics["heldout"] = heldout
         result["heldout"] = heldout
+    encoder.calibration = fit_heldout(lambda sets, cat: enc(sets, [a.views for a in cat.articles], cat.ids), data,
+                                      cfg.split_by == "group", f"{data['catalog']} (split seed {cfg.split_seed})")
+    if encoder.calibration is None and heldout is not None:  # --final holds nothing out: the held-out run's map
+        encoder.calibration = SetEncoder.from_pretrained(Path(heldout["run_dir"]) / "best.pt").calibration
+    if encoder.calibration is not None:
+        result["calibration"] = encoder.calibration.summary()
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
