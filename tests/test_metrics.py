@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from setenc.catalogs import Article, Catalog
-from setenc.evaluation.metrics import map_at_r, recall_at_k, retrieval_metrics, top_ranks, vector_metrics
+from setenc.evaluation.metrics import (bootstrap_intervals, map_at_r, recall_at_k, retrieval_metrics, top_ranks,
+                                      vector_metrics)
 from setenc.evaluation.protocols import group_protocol
 
 
@@ -68,7 +69,7 @@ def test_recall_at_k():
 def test_ignore_mask_leave_one_out():
     labels = ["a", "a", "b"]
     scores = np.array([[1.0, 0.2, 0.5], [0.2, 1.0, 0.1], [0.5, 0.1, 1.0]])
-    out = retrieval_metrics(scores, labels, labels, ks=(1,), ignore=np.eye(3, dtype=bool))
+    out = retrieval_metrics(scores, labels, labels, ks=(1,), ignore=np.eye(3, dtype=bool), bootstrap=0)
     # q0: g2(b) before g1(a) -> miss, MAP 0; q1: g0(a) first -> hit, MAP 1; q2 ('b') has no other positive
     assert out == {"recall@1": 0.5, "map@r": 0.5, "queries": 2, "queries_without_positive": 1}
     without = retrieval_metrics(scores, labels, labels, ks=(1,))
@@ -103,7 +104,7 @@ def test_matches_naive_reference(seed, monkeypatch):
     ignore = rng.random((n_q, n_g)) < 0.1
     monkeypatch.setattr("setenc.evaluation.metrics._BLOCK", 5 * n_g)  # several query blocks
     for ign in (None, ignore):
-        got = retrieval_metrics(scores, q_labels, g_labels, ks=(1, 5, 10), ignore=ign)
+        got = retrieval_metrics(scores, q_labels, g_labels, ks=(1, 5, 10), ignore=ign, bootstrap=0)
         want = naive_metrics(scores, q_labels, g_labels, (1, 5, 10), ign)
         assert got.keys() == want.keys()
         for key in want:
@@ -161,3 +162,40 @@ def test_vector_metrics_reject_bad_shapes():
         vector_metrics(np.zeros((2, 3)), np.zeros((4, 2)), ["a", "b"], list("abcd"))
     with pytest.raises(ValueError, match="exclude"):
         vector_metrics(np.zeros((2, 3)), np.zeros((4, 3)), ["a", "b"], list("abcd"), exclude=np.array([0, 9]))
+
+
+def naive_bootstrap(values, n, seed, level=0.95):
+    """One resample at a time, from the definition: draw Q queries with replacement, average, take percentiles."""
+    rng = np.random.default_rng(seed)
+    means = [[row[idx].mean() for row in values] for idx in (rng.integers(0, values.shape[1], values.shape[1])
+                                                             for _ in range(n))]
+    return np.quantile(np.array(means), [(1 - level) / 2, (1 + level) / 2], axis=0)
+
+
+def test_bootstrap_matches_naive_reference(monkeypatch):
+    rng = np.random.default_rng(0)
+    values = np.stack([rng.random(41) < 0.7, rng.random(41)]).astype(np.float64)  # (M, Q): a recall and a MAP
+    monkeypatch.setattr("setenc.evaluation.metrics._BLOCK", 3 * 41)  # resamples drawn a few at a time
+    lo, hi = bootstrap_intervals(values, n=200, seed=3)
+    want_lo, want_hi = naive_bootstrap(values, 200, 3)
+    np.testing.assert_allclose(lo, want_lo)
+    np.testing.assert_allclose(hi, want_hi)
+    assert (lo <= values.mean(1)).all() and (values.mean(1) <= hi).all()
+
+
+def test_bootstrap_interval_has_the_binomial_width():
+    """R@1 of 400 queries at p = 0.8: the 95% interval is about p ± 1.96 √(p(1 − p) / Q) = ± 0.039."""
+    values = (np.arange(400) % 5 != 0).astype(np.float64)[None]  # exactly 0.8
+    lo, hi = bootstrap_intervals(values)
+    assert lo[0] == pytest.approx(0.8 - 0.039, abs=0.008) and hi[0] == pytest.approx(0.8 + 0.039, abs=0.008)
+    assert np.isnan(bootstrap_intervals(np.zeros((2, 0)))[0]).all()  # no query: no interval
+
+
+def test_every_metric_carries_a_seeded_interval():
+    rng = np.random.default_rng(1)
+    q, g = rng.normal(size=(60, 8)), rng.normal(size=(90, 8))
+    ql, gl = rng.integers(0, 6, 60).tolist(), rng.integers(0, 6, 90).tolist()
+    out = vector_metrics(q, g, ql, gl)
+    for k in ("recall@1", "recall@5", "recall@10", "map@r"):
+        assert out[f"{k}_lo"] <= out[k] <= out[f"{k}_hi"] and out[f"{k}_lo"] < out[f"{k}_hi"], k
+    assert out == retrieval_metrics(q @ g.T, ql, gl)  # same per-query values, same draws: same intervals

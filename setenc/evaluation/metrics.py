@@ -12,6 +12,10 @@ Both entry points rank a block of query rows at a time and keep only the top `ma
 each block's cosines on the fly, so a head's vectors are scored without any (Q, G) matrix or mask: with a 1M-article
 gallery it needs the gallery vectors plus one ~100 MB block.
 
+Every metric comes with a 95% interval, a percentile bootstrap over the queries (`bootstrap_intervals`: seeded, the
+same draws on every machine; resampled a block at a time, so memory stays bounded): `recall@1_lo` / `recall@1_hi`, ...
+It is the noise of WHICH queries were drawn, not of training (folds x seeds give that, `setenc.training.sweep`).
+
 Measured on a 2-core CPU shared with other jobs (`docs/scaling.md`, `benchmarks/bench_metrics.py`): a 200k gallery,
 2,000 leave-one-out queries, E = 128: 6.5 s and 255 MiB peak for `vector_metrics`, 9.5 s and 1,966 MiB for the
 matrix path (64 s with the full argsort it replaced), identical metrics.
@@ -24,6 +28,8 @@ from typing import Hashable, Sequence
 import numpy as np
 
 _BLOCK = 1 << 22  # score entries ranked at once: bounds the (rows, G) buffers to a few tens of MB
+BOOTSTRAP = 1000  # bootstrap resamples of the queries for every metric's interval (0 = none)
+LEVEL = 0.95  # the intervals' coverage
 
 
 def recall_at_k(rel: np.ndarray, k: int) -> np.ndarray:
@@ -80,8 +86,9 @@ def top_ranks(s: np.ndarray, depth: int) -> np.ndarray:
 class _Tally:
     """Per-query Recall@K and MAP@R accumulated block by block (the one ranking path of both entry points)."""
 
-    def __init__(self, ks: Sequence[int]):
+    def __init__(self, ks: Sequence[int], bootstrap: int = BOOTSTRAP):
         self.ks = tuple(ks)
+        self.bootstrap = bootstrap
         self.recalls: dict[int, list[np.ndarray]] = {k: [] for k in self.ks}
         self.maps: list[np.ndarray] = []
         self.n_pos: list[np.ndarray] = []
@@ -105,8 +112,13 @@ class _Tally:
 
     def result(self) -> dict:
         n_pos = np.concatenate(self.n_pos) if self.n_pos else np.zeros(0, dtype=int)
-        out = {f"recall@{k}": _mean(self.recalls[k]) for k in self.ks}
-        out["map@r"] = _mean(self.maps)
+        per_query = {**{f"recall@{k}": self.recalls[k] for k in self.ks}, "map@r": self.maps}
+        out = {name: _mean(parts) for name, parts in per_query.items()}
+        if self.bootstrap:
+            values = np.stack([np.concatenate(p) if p else np.zeros(0) for p in per_query.values()])  # (M, Q)
+            lo, hi = bootstrap_intervals(values, self.bootstrap)
+            for i, name in enumerate(per_query):
+                out[f"{name}_lo"], out[f"{name}_hi"] = float(lo[i]), float(hi[i])
         out["queries"] = int((n_pos > 0).sum())
         out["queries_without_positive"] = int((n_pos == 0).sum())
         return out
@@ -118,6 +130,7 @@ def retrieval_metrics(
     g_labels: Sequence[Hashable],
     ks: Sequence[int] = (1, 5, 10),
     ignore: np.ndarray | None = None,
+    bootstrap: int = BOOTSTRAP,
 ) -> dict:
     """Recall@K and MAP@R of ranking the gallery by `scores` for every query; positives share a label.
 
@@ -130,10 +143,12 @@ def retrieval_metrics(
         g_labels: G labels, one per gallery item.
         ks: the Recall@K cut-offs.
         ignore: (Q, G) bool, entries never retrieved nor counted (e.g. the query itself in leave-one-out).
+        bootstrap: resamples for the 95% intervals (`bootstrap_intervals`); 0 = no interval keys.
 
     Returns:
         `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "map@r": ..., "queries": n_used,
-        "queries_without_positive": n}`; the metrics are NaN when no query has a positive.
+        "queries_without_positive": n}` and each metric's interval `"recall@1_lo"`, `"recall@1_hi"`, ...;
+        the metrics are NaN when no query has a positive.
     """
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape != (len(q_labels), len(g_labels)):
@@ -145,7 +160,7 @@ def retrieval_metrics(
             raise ValueError(f"ignore {ignore.shape} must have the shape of scores {scores.shape}")
     q_codes, g_codes = _label_codes(q_labels, g_labels)
     n_q, n_g = scores.shape
-    tally = _Tally(ks)
+    tally = _Tally(ks, bootstrap)
     rows = max(1, _BLOCK // max(n_g, 1))
     for a in range(0, n_q, rows):
         s = np.array(scores[a:a + rows], dtype=np.result_type(scores.dtype, np.float32))  # (b, G) a copy
@@ -161,6 +176,7 @@ def vector_metrics(
     ks: Sequence[int] = (1, 5, 10),
     exclude: np.ndarray | None = None,
     block: int = 1 << 24,
+    bootstrap: int = BOOTSTRAP,
 ) -> dict:
     """`retrieval_metrics(q @ g.T, ...)` without the (Q, G) matrix: cosines are computed and ranked a block at a time.
 
@@ -169,6 +185,7 @@ def vector_metrics(
         exclude: (Q,) the gallery position of each query's own article (never retrieved nor counted), −1 for none:
             leave-one-out's `ignore` as one index per query (`Protocol.exclude`).
         block: score entries per block (rows × G): memory is a few times `block` × 4 bytes.
+        bootstrap: as in `retrieval_metrics`.
 
     Returns: as `retrieval_metrics`, with the same numbers (same ranks, same tie order).
     """
@@ -182,7 +199,7 @@ def vector_metrics(
             raise ValueError(f"exclude {exclude.shape} must hold one gallery position (or -1) per query ({len(q)})")
     q_codes, g_codes = _label_codes(q_labels, g_labels)
     dtype = np.result_type(q.dtype, g.dtype, np.float32)
-    tally = _Tally(ks)
+    tally = _Tally(ks, bootstrap)
     rows = max(1, block // max(len(g), 1))
     for a in range(0, len(q), rows):
         s = (q[a:a + rows] @ g.T).astype(dtype, copy=False)  # (b, G)
@@ -193,6 +210,28 @@ def vector_metrics(
             skip[hit, exclude[a:a + rows][hit]] = True
         tally.add(s, q_codes[a:a + rows, None] == g_codes[None, :], skip, a)
     return tally.result()
+
+
+def bootstrap_intervals(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0,
+                        level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean of each row of `values` (M, Q), resampling the Q queries.
+
+    Every row is resampled with the same draws (one resample of the queries scores every metric), from a generator
+    seeded with `seed`, so a report's intervals are reproducible. Resamples are drawn `_BLOCK // Q` at a time, so
+    memory is a few `_BLOCK`s whatever Q and n. NaN bounds when Q = 0.
+    """
+    m, n_q = values.shape
+    if n_q == 0 or n < 1:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty((n, m))
+    rows = max(1, _BLOCK // n_q)
+    for a in range(0, n, rows):
+        idx = rng.integers(0, n_q, size=(min(rows, n - a), n_q))  # (b, Q) one resample a row
+        for i in range(m):
+            means[a:a + len(idx), i] = values[i][idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
 
 
 def _label_codes(q_labels: Sequence[Hashable], g_labels: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,10 @@
   else leave-one-out over every article whose group has another member.
 - `self`: each article's photos split into a disjoint query half and gallery half; find the article itself.
 - `single`: the `group` protocol with one-photo queries (the seed article's n = 1 case).
+- `group-x2`, `group-all`: the `group` protocol of held-out articles in a gallery that also holds the catalogue's
+  other articles (those a head trained on) as distractors — as many again as the held-out gallery, or all of them.
+  This is how a head is used: a new article is searched among everything the catalogue sells, and retrieval gets
+  harder as the gallery grows, which a held-out-only gallery cannot show (issue 28).
 Splits of photos are seeded by article id, so every method sees exactly the same queries.
 """
 
@@ -16,13 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from setenc.catalogs import Catalog
+from setenc.catalogs import Catalog, hash_bucket
 
 PROTOCOLS = ("group", "self", "single")
+GALLERY_SIZES = ("x2", "all")  # the full-gallery protocols' sizes: `group-x2`, `group-all`
 MEANING = {  # one line each, printed under every report's table
     "group": "each query article searches the gallery; hits are articles of the same group (product)",
     "self": "half of an article's photos search the other halves of every article; the hit is the article itself",
     "single": "group retrieval from ONE random photo of each query article (the seed article's n = 1 case)",
+    "group-x2": "group retrieval of the held-out articles in their gallery plus as many of the catalogue's other "
+                "(trained-on) articles as distractors",
+    "group-all": "group retrieval of the held-out articles in a gallery of EVERY article of the catalogue (the "
+                 "trained-on ones too): how a new article is searched in use",
 }
 
 
@@ -83,7 +92,7 @@ def group_protocol(sets: list[np.ndarray], catalog: Catalog) -> Protocol | None:
         exclude = np.array(q, dtype=np.int64)  # the gallery is every article: query i sits at position i
     if not q or not g:
         return None
-    lab = [a.group if a.group is not None else f"\0{a.id}" for a in arts]
+    lab = [_label(a) for a in arts]
     return Protocol(
         "group",
         [sets[i] for i in q], [lab[i] for i in q], [arts[i].id for i in q],
@@ -132,6 +141,41 @@ def make_protocols(sets: list[np.ndarray], catalog: Catalog, names=PROTOCOLS, se
     return [p for p in out if p is not None]
 
 
+def full_gallery_protocols(p: Protocol, sets: list[np.ndarray], catalog: Catalog,
+                           sizes=GALLERY_SIZES) -> list[Protocol]:
+    """`p` (a held-out `group` protocol) with the catalogue's other articles added to its gallery as distractors.
+
+    `sets` / `catalog` are those other articles (a run's training and validation splits). `x2` adds as many as
+    p's gallery holds (picked by hashed id, the same on every machine), `all` adds every one; an `x2` no smaller than
+    `all` is left out. Distractors keep their group: where whole products are held out (split by group) none shares
+    a query's group, so they are never hits; where groups are classes (split by article) a trained article of the
+    query's class is a hit, as it is in use. Queries, their labels and `exclude` are p's (distractors come after
+    p's gallery, so its positions hold).
+    """
+    arts = catalog.articles
+    order = sorted(range(len(arts)), key=lambda i: hash_bucket(arts[i].id, 0))
+    counts = {"x2": min(len(p.gallery), len(arts)), "all": len(arts)}
+    out = []
+    for size in sizes:
+        if size not in counts:
+            raise ValueError(f"gallery size {size!r}: use one of {GALLERY_SIZES}")
+        if (size == "x2" and counts["x2"] >= counts["all"] and "all" in sizes) or not arts:
+            continue
+        extra = sorted(order[:counts[size]])  # catalogue order within the pick
+        views = [arts[i].views for i in extra]
+        out.append(Protocol(
+            f"{p.name}-{size}", p.queries, p.q_labels, p.q_ids,
+            p.gallery + [sets[i] for i in extra], p.g_labels + [_label(arts[i]) for i in extra],
+            p.g_ids + [arts[i].id for i in extra], p.exclude, p.q_views,
+            None if p.g_views is None else p.g_views + views))
+    return out
+
+
+def _label(a) -> str:
+    """An article's group, or a label of its own (never a positive of another article)."""
+    return a.group if a.group is not None else f"\0{a.id}"
+
+
 def evaluate_vectors(encode, protocol: Protocol) -> dict:
     """Metrics of a set-vector method: `encode(list of (n_i, D) sets, their view tags or None, article ids) ->
     (len, E)` unit vectors (the ids find what else an article brings: its title), ranked by cosine in bounded memory
@@ -147,8 +191,11 @@ METRICS = ("recall@1", "recall@5", "recall@10", "map@r")  # the columns of every
 
 
 def result_row(method: str, p: Protocol, m: dict, seconds: float, options: str | None = None) -> dict:
-    """One report row: a method's metrics on a protocol, its cost per query and the gallery it searched."""
+    """One report row: a method's metrics with their 95% intervals (`<metric>_ci`: [lo, hi], a bootstrap over the
+    queries), its cost per query and the gallery it searched."""
     row = {"method": method, "protocol": p.name, **{k: round(float(m[k]), 4) for k in METRICS},
+           **{f"{k}_ci": [round(float(m[f"{k}_lo"]), 4), round(float(m[f"{k}_hi"]), 4)]
+              for k in METRICS if f"{k}_lo" in m},
            "ms_per_query": round(1000 * seconds / max(1, len(p.queries)), 3), "queries": m["queries"],
            "gallery": len(p.gallery)}
     if options:

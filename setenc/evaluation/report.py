@@ -24,7 +24,8 @@ from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
-from setenc.evaluation.protocols import MEANING, METRICS, PROTOCOLS, Protocol, make_protocols, result_row
+from setenc.evaluation.protocols import (MEANING, METRICS, PROTOCOLS, Protocol, full_gallery_protocols,
+                                         make_protocols, result_row)
 from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, title_rows, tune_fusions
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
@@ -34,6 +35,7 @@ from setenc.heads.sets import pad_sets
 from setenc.titles.encoders import create_text_encoder
 
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
+ANECDOTE = 30  # fewer queries than this in a protocol: the report says its numbers are anecdotes
 KEEP_SCORES = 1 << 24  # a head's (Q, G) cosines are kept for the pictures only up to this many entries (64 MB)
 
 
@@ -101,14 +103,21 @@ def evaluate_sets(
     matchers: Sequence[str] | None = None,
     protocols: Sequence[str] = PROTOCOLS,
     matcher_kwargs: dict[str, dict] | None = None,
+    others: tuple[list[np.ndarray], Catalog] | None = None,
 ) -> tuple[list[dict], dict]:
     """Rows of metrics for every method and protocol on these per-article photo vectors.
 
+    `others`: the catalogue's other articles (sets, catalog) — those a head trained on; given, the `group` protocol
+    is also scored in galleries that hold them as distractors (`group-x2`, `group-all`: `full_gallery_protocols`).
     Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures (a head's only while
     Q × G ≤ `KEEP_SCORES`: its metrics never need it).
     """
     rows, scores = [], {}
-    for p in make_protocols(sets, catalog, protocols):
+    ps = make_protocols(sets, catalog, protocols)
+    if others is not None:
+        ps += [f for p in ps if p.name == "group" for f in full_gallery_protocols(p, *others)]
+        catalog = catalog.with_articles(catalog.articles + others[1].articles)  # every id's title, for fusions
+    for p in ps:
         one_photo = max(len(s) for s in p.queries + p.gallery) == 1
         tagged = all(v is not None for v in (p.q_views or [None]) + (p.g_views or [None]))
         for name in list_matchers() if matchers is None else matchers:
@@ -177,6 +186,8 @@ def evaluate_catalog(
         check_titles(catalog)  # before any work: a catalogue without titles is a one-line error
         text_encoder = create_text_encoder(text, **(text_options or {}))
     test, val, why = choose_split(catalog, encoders, split)
+    rest = catalog.subset(set(catalog.ids) - set(test.ids), name=f"{catalog.name}-rest") if len(test) < len(catalog) \
+        else None  # held-out articles are also searched among the rest of the catalogue (`group-all`)
     if text is not None and val is None:
         parts = split_catalog(test, (TUNE_FRACTION, 0.0, 1.0 - TUNE_FRACTION), "article")
         val, test = parts["train"], parts["test"]
@@ -188,7 +199,8 @@ def evaluate_catalog(
         val_sets = photo_sets(val, backbone, cache_root, progress=progress, tta=tta)[:2]
     if tune and val_sets is not None:
         tuned = tune_matchers(*val_sets, names=matchers)
-    rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned)
+    others = photo_sets(rest, backbone, cache_root, progress=progress, tta=tta)[:2] if rest is not None else None
+    rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned, others)
     text_info = None
     if text is not None:
         text_encoder.fit([a.title for a in catalog.articles])  # label-free: every title of the catalogue
@@ -250,18 +262,37 @@ def markdown_report(report: dict) -> str:
              f"- matcher options: {options or 'defaults (nothing held out to tune them on)'}"
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
              *_text_lines(report.get("text")),
+             *_anecdote_lines(report["rows"]),
              "",
              "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['protocol']} | {r['method']} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | "
-                     f"{r['recall@10']:.3f} | {r['map@r']:.3f} | {r['ms_per_query']:.2f} | {r['queries']} | {r['gallery']} |")
+        cells = " | ".join(_with_interval(r, k) for k in METRICS)
+        lines.append(f"| {r['protocol']} | {r['method']} | {cells} | {r['ms_per_query']:.2f} | {r['queries']} | "
+                     f"{r['gallery']} |")
     lines += ["", "Protocols:"] + [f"- `{p}`: {MEANING[p]}" for p in dict.fromkeys(r["protocol"] for r in report["rows"])]
     lines += ["", "R@K: share of queries with a hit in the top K; MAP@R: mean average precision at R (R = the query's "
-              "number of hits); ms/query: scoring one query against the whole gallery."]
+              "number of hits); (lo–hi): its 95% interval, a seeded bootstrap over the queries (which queries were "
+              "drawn, not how training went); ms/query: scoring one query against the whole gallery."]
     for name in report.get("pictures", []):
         lines += ["", f"![{name}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _with_interval(row: dict, metric: str) -> str:
+    """`0.944 (0.921–0.963)`: a metric and its 95% interval (rows of old reports have none)."""
+    ci = row.get(f"{metric}_ci")
+    return f"{row[metric]:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
+def _anecdote_lines(rows: list[dict]) -> list[str]:
+    """A warning when a protocol rests on fewer than `ANECDOTE` queries: one query moves its R@1 by > 3 points."""
+    few = {r["protocol"]: r["queries"] for r in rows if r["queries"] < ANECDOTE}
+    if not few:
+        return []
+    counts = ", ".join(f"`{p}` {n} quer{'y' if n == 1 else 'ies'}" for p, n in few.items())
+    return [f"- **anecdotes, not measurements**: {counts} (fewer than {ANECDOTE}); the intervals show how little "
+            "they pin down — score more articles"]
 
 
 def _text_lines(info: dict | None) -> list[str]:

@@ -4,12 +4,15 @@ One held-out number is noise (a grocery fold has a few hundred queries of ~20 pr
 run on several product folds (`split_seed`) and, for learned heads, several seeds; the table reports
 mean ± std over all runs. A matcher has no seed: it runs once per fold, its `s` / `m` tuned on the fold's
 validation articles (the training articles when there is no validation split), never on the test articles.
+
+Runs are judged on `group-all` by default: the held-out articles query a gallery of EVERY article of the catalogue,
+the trained-on ones as distractors, as a user searches (`setenc.evaluation.protocols.full_gallery_protocols`);
+the held-out-only gallery (`group`, what rounds 1–8 of docs/bench_heads.md report) stays a column beside it.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -53,36 +56,61 @@ def _run_config(config: str | None, overrides: dict, fold: int, seed: int, out: 
                                 "run_name": f"f{fold}-s{seed}", "progress": False, "logger": "none"})
 
 
-def matcher_rows(cfg: TrainConfig, matchers: Sequence[str], protocol: str = "group") -> list[dict]:
-    """Test-split metrics of the parameter-free matchers for the fold `cfg.split_seed`, tuned off the test split."""
+def _base(protocol: str) -> str:
+    """`group-all` -> `group`: the held-out protocol a full-gallery one extends."""
+    return protocol.split("-")[0]
+
+
+def fold_rows(cfg: TrainConfig, encoders: dict, matchers: Sequence[str], protocol: str,
+              tune: bool = False) -> list[dict]:
+    """Rows of `evaluate_sets` on the fold's test articles: `protocol` and, for `group`, its full galleries (the
+    fold's training and validation articles as distractors)."""
     from setenc.evaluation.report import evaluate_sets
     from setenc.evaluation.tuning import tunable_matchers, tune_matchers
     from setenc.training.run import load_training_data
 
     data, _, _ = load_training_data(cfg)  # applies the recipe: the split the heads of this fold get
     tune_on = data["val"] if len(data["val"][0]) else data["train"]
-    tuned = tune_matchers(*tune_on, names=matchers) if tunable_matchers(matchers) else {}
-    t0 = time.perf_counter()
-    rows, _ = evaluate_sets(*data["test"], {}, matchers, (protocol,), tuned)
-    seconds = time.perf_counter() - t0
-    return [{**r, "seconds": 0.0, "eval_seconds": round(seconds, 2)} for r in rows]
+    tuned = tune_matchers(*tune_on, names=matchers) if tune and tunable_matchers(matchers) else {}
+    rest = ([*data["train"][0], *data["val"][0]],
+            data["train"][1].with_articles(data["train"][1].articles + data["val"][1].articles))
+    rows, _ = evaluate_sets(*data["test"], encoders, matchers, (_base(protocol),), tuned, rest)
+    return rows
 
 
-def head_row(cfg: TrainConfig, protocol: str = "group") -> dict:
-    """Train one head (`setenc.training.train`) and return its test metrics and wall-clock seconds."""
+def matcher_rows(cfg: TrainConfig, matchers: Sequence[str], protocol: str = "group-all") -> list[dict]:
+    """Test-split metrics of the parameter-free matchers for the fold `cfg.split_seed`, tuned off the test split."""
+    return fold_rows(cfg, {}, matchers, protocol, tune=True)
+
+
+def head_row(cfg: TrainConfig, protocol: str = "group-all") -> dict:
+    """Train one head (`setenc.training.train`); its test metrics on every gallery, and wall-clock seconds."""
+    from setenc.encoder import SetEncoder
     from setenc.training.run import train
 
     result = train(cfg)
-    m = result.get(f"test/{protocol}")
-    if m is None:
-        raise ValueError(f"{cfg.catalog}: the test split has no {protocol!r} protocol; use more test articles")
-    return {"recall@1": m["recall@1"], "map@r": m["map@r"], "queries": m["queries"], "seconds": result["seconds"]}
+    enc = SetEncoder.from_pretrained(Path(result["run_dir"]) / "best.pt")
+    rows = fold_rows(cfg, {cfg.head: enc}, [], protocol)
+    return {**record(rows, protocol, cfg.catalog), "seconds": result["seconds"]}
+
+
+def record(rows: list[dict], protocol: str, catalog) -> dict:
+    """One method's run: the judged protocol's R@1 / MAP@R (and 95% intervals), every protocol's in `galleries`."""
+    by = {r["protocol"]: r for r in rows}
+    if protocol not in by:
+        raise ValueError(f"{catalog}: the test split supports no {protocol!r} protocol (it has {sorted(by)}); "
+                         "use more test articles, or another --protocol")
+    m = by[protocol]
+    return {"recall@1": m["recall@1"], "map@r": m["map@r"], "queries": m["queries"],
+            **{f"{k}_ci": m[f"{k}_ci"] for k in ("recall@1", "map@r") if f"{k}_ci" in m},
+            "galleries": {p: {k: r[k] for k in ("recall@1", "map@r", "queries", "gallery")} for p, r in by.items()}}
 
 
 def run_sweep(config: str | None, heads: Sequence[str], folds: Sequence[int], seeds: Sequence[int],
-              matchers: Sequence[str] | None = None, overrides: dict | None = None, protocol: str = "group",
+              matchers: Sequence[str] | None = None, overrides: dict | None = None, protocol: str = "group-all",
               out: str | None = None, log=print) -> list[dict]:
-    """Records `{method, fold, seed, recall@1, map@r, seconds}`: matchers once per fold, heads per fold and seed.
+    """Records `{method, fold, seed, recall@1, map@r, seconds, galleries}`: matchers once per fold, heads per fold
+    and seed; `protocol` is the one judged (`galleries` holds every gallery's metrics).
 
     `matchers=None`: every matcher; one that needs view tags (`ordered`) only where every test article has them.
     """
@@ -91,9 +119,11 @@ def run_sweep(config: str | None, heads: Sequence[str], folds: Sequence[int], se
     out = out or tempfile.mkdtemp(prefix="setenc-sweep-")
     for fold in folds:
         base = _run_config(config, dict(overrides or {}), fold, seeds[0], out)
-        for r in matcher_rows(base, matchers, protocol) if matchers else []:
-            records.append({"method": r["method"], "fold": fold, "seed": None, "recall@1": r["recall@1"],
-                            "map@r": r["map@r"], "queries": r["queries"], "seconds": 0.0})
+        rows = matcher_rows(base, matchers, protocol) if matchers else []
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["method"] == method]
+            records.append({"method": method, "fold": fold, "seed": None, **record(mine, protocol, base.catalog),
+                            "seconds": 0.0})
             log(_line(records[-1]))
         for spec in heads:
             _, head_over = parse_spec(spec)
@@ -106,28 +136,52 @@ def run_sweep(config: str | None, heads: Sequence[str], folds: Sequence[int], se
 
 
 def _line(r: dict) -> str:
+    others = "; ".join(f"{p} {g['recall@1']:.3f} / {g['map@r']:.3f} ({g['gallery']})"
+                       for p, g in r.get("galleries", {}).items())
     return (f"[sweep] {r['method']:<40} fold {r['fold']} seed {r['seed']}: R@1 {r['recall@1']:.3f} "
-            f"MAP@R {r['map@r']:.3f} ({r['queries']} queries, {r['seconds']:.1f} s)")
+            f"MAP@R {r['map@r']:.3f} ({r['queries']} queries, {r['seconds']:.1f} s)"
+            + (f" [{others}]" if others else ""))
 
 
 def summarise(records: list[dict]) -> list[dict]:
-    """One row per method, in first-seen order: mean ± std of R@1 and MAP@R over runs, mean training seconds."""
+    """One row per method, in first-seen order: mean ± std of R@1 and MAP@R over runs, the mean half-width of one
+    run's 95% interval (`*_ci`), every other gallery's mean R@1 / MAP@R and size, mean training seconds."""
     methods = list(dict.fromkeys(r["method"] for r in records))
     rows = []
     for m in methods:
         rs = [r for r in records if r["method"] == m]
         r1, mp = np.array([r["recall@1"] for r in rs]), np.array([r["map@r"] for r in rs])
-        rows.append({"method": m, "runs": len(rs), "r1": r1.mean(), "r1_std": r1.std(), "map": mp.mean(),
-                     "map_std": mp.std(), "seconds": float(np.mean([r["seconds"] for r in rs]))})
+        row = {"method": m, "runs": len(rs), "r1": r1.mean(), "r1_std": r1.std(), "map": mp.mean(),
+               "map_std": mp.std(), "seconds": float(np.mean([r["seconds"] for r in rs]))}
+        for key, name in (("recall@1_ci", "r1_ci"), ("map@r_ci", "map_ci")):
+            if all(key in r for r in rs):
+                row[name] = float(np.mean([(r[key][1] - r[key][0]) / 2 for r in rs]))
+        galleries = [r.get("galleries", {}) for r in rs]
+        for p in dict.fromkeys(p for g in galleries for p in g):
+            got = [g[p] for g in galleries if p in g]
+            row.setdefault("galleries", {})[p] = {k: float(np.mean([x[k] for x in got]))
+                                                  for k in ("recall@1", "map@r", "gallery")}
+        rows.append(row)
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The summary as a markdown table, best MAP@R marked."""
+def markdown_table(rows: list[dict], protocol: str | None = None) -> str:
+    """The summary as a markdown table, best MAP@R marked: mean ± std over runs of the judged protocol, a run's
+    typical 95% interval (± half-width, the query sample's noise), then every other gallery's means."""
     best = max(rows, key=lambda r: r["map"])["method"] if rows else None
-    lines = ["| method | runs | R@1 | MAP@R | train s |", "|---|---|---|---|---|"]
+    ci = any("r1_ci" in r for r in rows)
+    others = [p for p in dict.fromkeys(p for r in rows for p in r.get("galleries", {})) if p != protocol]
+    size = lambda p: np.mean([r["galleries"][p]["gallery"] for r in rows if p in r.get("galleries", {})])  # noqa: E731
+    head = ["method", "runs", "R@1", "MAP@R"] + (["one run's 95% CI (R@1 / MAP@R)"] if ci else []) \
+        + [f"{p} ({size(p):.0f}) R@1 / MAP@R" for p in others] + ["train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         name = f"**{r['method']}**" if r["method"] == best else r["method"]
-        lines.append(f"| {name} | {r['runs']} | {r['r1']:.3f} ± {r['r1_std']:.3f} | "
-                     f"{r['map']:.3f} ± {r['map_std']:.3f} | {r['seconds']:.1f} |")
+        cells = [name, str(r["runs"]), f"{r['r1']:.3f} ± {r['r1_std']:.3f}", f"{r['map']:.3f} ± {r['map_std']:.3f}"]
+        if ci:
+            cells.append(f"±{r['r1_ci']:.3f} / ±{r['map_ci']:.3f}" if "r1_ci" in r else "")
+        for p in others:
+            g = r.get("galleries", {}).get(p)
+            cells.append(f"{g['recall@1']:.3f} / {g['map@r']:.3f}" if g else "")
+        lines.append("| " + " | ".join(cells + [f"{r['seconds']:.1f}"]) + " |")
     return "\n".join(lines) + "\n"
