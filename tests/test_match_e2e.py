@@ -173,3 +173,16 @@ def test_training_run_records_a_calibration(tmp_path, fake_backbone, monkeypatch
     encoder = SetEncoder.from_pretrained(tmp_path / "runs" / "r" / "best.pt")
     assert encoder.calibration is not None and encoder.calibration.products
     assert 0.0 <= encoder.same(np.eye(8, dtype=np.float32)[:2], np.eye(8, dtype=np.float32)[1:3]) <= 1.0
+
+
+def test_evaluation_report_shows_the_calibration(calibrated, fake_backbone, tmp_path):
+    from setenc.evaluation.report import evaluate_catalog
+
+    encoder, cat_path, _ = calibrated
+    report = evaluate_catalog(load_catalog(cat_path), fake_backbone, tmp_path / "cache", {"calibrated": encoder},
+                              matchers=["mean"], protocols=["group"], out_dir=tmp_path / "eval", progress=False,
+                              pictures=False)
+    check = report["calibration"]["calibrated"]
+    assert 0 <= check["ece_scored"] <= 1 and set(check["thresholds"]) == {"0.8", "0.9", "0.95"}
+    assert (tmp_path / "eval" / check["png"]).stat().st_size > 0
+    assert "carries a calibration" in (tmp_path / "eval" / "report.md").read_text()

@@ -29,6 +29,7 @@ from setenc.evaluation.protocols import (MEANING, METRICS, PROTOCOLS, Protocol, 
 from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, title_rows, tune_fusions
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
+from setenc.matching.calibration import check_catalog, report_lines
 from setenc.photos import photo_sets
 from setenc.photos.tta import TTA, with_tta
 from setenc.heads.sets import pad_sets
@@ -221,6 +222,11 @@ def evaluate_catalog(
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
               "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
               "rows": rows, **({"text": text_info} if text_info else {})}
+    calibrated = {name: check_catalog(e.calibration, e.encode_sets(sets, views=[a.views for a in kept]), kept,
+                                      None if out_dir is None else Path(out_dir) / f"reliability-{name}.png")
+                  for name, e in encoders.items() if e.calibration is not None and e.head.titles is None}
+    if calibrated:
+        report["calibration"] = calibrated
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -263,6 +269,7 @@ def markdown_report(report: dict) -> str:
              + (f" — tuned on `{report['tuned_on']}`, never on the scored articles" if report.get("tuned_on") else ""),
              *_text_lines(report.get("text")),
              *_anecdote_lines(report["rows"]),
+             *report_lines(report.get("calibration", {})),
              "",
              "| protocol | method | R@1 | R@5 | R@10 | MAP@R | ms/query | queries | gallery |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -188,7 +188,7 @@ def crossfit(S: np.ndarray, labels: Sequence[Hashable], ids: Sequence[str], prod
              precisions: Sequence[float] = PRECISIONS) -> dict:
     """Fit on half the groups, measure on the other half and the reverse: each map's expected calibration error,
     and at each stated precision the pairwise precision / recall of the threshold and of its clusters
-    (`setenc.matching.clusters`) on the unseen half. Means of the two directions; {} when a half has no pair."""
+    (`setenc.matching.clusters`: `cluster_*` average linkage, `components_*` connected components) on the unseen half. Means of the two directions; {} when a half has no pair."""
     labels = np.asarray(labels, dtype=object).astype(str)
     key = labels if products else np.asarray(ids, dtype=object).astype(str)
     half = np.array([hash_bucket(k, 7) < 0.5 for k in key])
@@ -205,9 +205,12 @@ def crossfit(S: np.ndarray, labels: Sequence[Hashable], ids: Sequence[str], prod
             t = cal.threshold(p, len(fb))
             hit = sb >= t
             tp = int((hit & yb).sum())
-            groups = cluster(score_edges(S[np.ix_(fb, fb)], t), len(fb), t).labels
-            run[f"{p:g}"] = {"threshold": t, "pair_precision": tp / hit.sum() if hit.any() else float("nan"), "pair_recall": tp / int(yb.sum()),
-                             **{f"cluster_{k}": v for k, v in pair_counts(groups, labels[fb]).items()}}
+            edges = score_edges(S[np.ix_(fb, fb)], t)
+            run[f"{p:g}"] = {"threshold": t, "pair_precision": tp / hit.sum() if hit.any() else float("nan"),
+                             "pair_recall": tp / int(yb.sum())}
+            for method, key in (("average", "cluster"), ("components", "components")):
+                groups = cluster(edges, len(fb), t, method).labels
+                run[f"{p:g}"].update({f"{key}_{k}": v for k, v in pair_counts(groups, labels[fb]).items()})
         runs.append(run)
     return _mean_dicts(runs)
 
@@ -258,3 +261,31 @@ def _mean_dicts(runs: list[dict]) -> dict:
     for k, v in runs[0].items():
         out[k] = _mean_dicts([r[k] for r in runs]) if isinstance(v, dict) else float(np.mean([r[k] for r in runs]))
     return out
+
+
+def check_catalog(cal: Calibration, vectors: np.ndarray, catalog: Catalog, png: str | os.PathLike | None = None) -> dict:
+    """A checkpoint's calibration on scored articles, for an evaluation report: its summary, the expected calibration
+    error of its map on these articles' pairs (in-sample where they are the articles it was fitted on: the
+    cross-fitted errors in the summary are the held-out ones), and a reliability diagram at `png`."""
+    labels = [a.group if a.group is not None else f"\0{a.id}" for a in catalog.articles]
+    vectors, labels, _ = _cap(np.asarray(vectors, np.float32), labels, catalog.ids)
+    s, same = all_pairs(vectors @ vectors.T, labels)
+    out = {**cal.summary(), "scored_articles": len(labels), "ece_scored": ece(cal.probability(s, len(labels)), same)}
+    if png is not None:
+        out["png"] = reliability_png(cal, s, same, png, len(labels), f"{catalog.name}: {len(labels)} articles").name
+    return out
+
+
+def report_lines(checks: dict[str, dict]) -> list[str]:
+    """Markdown lines of `check_catalog` results, one a calibrated head."""
+    lines = []
+    for name, c in checks.items():
+        held = c.get("ece", {})
+        cross = f"; cross-fitted on held-out products: isotonic {held['isotonic']:.4f}, Platt {held['platt']:.4f}" \
+            if held else ""
+        thresholds = " / ".join(f"{t:.3f}" for t in c["thresholds"].values())
+        lines.append(f"- `{name}` carries a calibration ({c['method']}, fitted on the {c['fitted_on']}): expected "
+                     f"calibration error {c['ece_scored']:.4f} on these {c['scored_articles']} articles' pairs{cross}; "
+                     f"cosine thresholds for pairwise precision {' / '.join(c['thresholds'])}: {thresholds}"
+                     + (f" (reliability diagram: {c['png']})" if c.get("png") else ""))
+    return lines

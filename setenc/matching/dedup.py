@@ -96,8 +96,10 @@ def heldout_articles(encoder: SetEncoder, catalog: Catalog, kept: Catalog) -> tu
 
 
 def heldout_comparison(encoder: SetEncoder, catalog: Catalog, kept: Catalog, vecs: np.ndarray, sets: list[np.ndarray],
-                       precision: float, products: bool) -> dict:
-    """Head vs mean pooling vs the best matcher on held-out products, each cross-fitted at `precision`."""
+                       precision: float, products: bool, precisions: tuple[float, ...] = ()) -> dict:
+    """Head vs mean pooling vs the best matcher (by cluster F1 at `precision`) on held-out products, each
+    cross-fitted at `precision` and any other `precisions`."""
+    precisions = (precision, *[p for p in precisions if p != precision])
     rows, which = heldout_articles(encoder, catalog, kept)
     out: dict = {"articles": which, "count": int(len(rows)), "methods": {}}
     if len(rows) > MAX_ARTICLES:
@@ -115,9 +117,9 @@ def heldout_comparison(encoder: SetEncoder, catalog: Catalog, kept: Catalog, vec
     for name in unordered_matchers():
         if name != "mean":
             S = pairwise_scores(name, xs, ms, xs, ms).numpy()
-            matcher_rows[name] = crossfit(S, labels[: len(small)], ids[: len(small)], products, (precision,))
+            matcher_rows[name] = crossfit(S, labels[: len(small)], ids[: len(small)], products, precisions)
     for name, S in scores.items():
-        out["methods"][name] = crossfit(S, labels, ids, products, (precision,))
+        out["methods"][name] = crossfit(S, labels, ids, products, precisions)
     key = f"{precision:g}"
     usable = {n: r for n, r in matcher_rows.items() if r}
     if usable:
