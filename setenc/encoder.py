@@ -22,7 +22,7 @@ from PIL import Image
 
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.titles.fusion import Fusion
-from setenc.heads.pooling import SetHead, create_head
+from setenc.heads.model import ArticleHead, create_head
 from setenc.photos import load_image
 from setenc.photos.tta import TTA, embed_views, spec_tta
 from setenc.plumbing.paths import file_sha256
@@ -63,7 +63,7 @@ class SetEncoder(torch.nn.Module):
         dim: photo-vector size the head expects.
     """
 
-    def __init__(self, head: SetHead, backbone: dict, dim: int, metrics: dict | None = None,
+    def __init__(self, head: ArticleHead, backbone: dict, dim: int, metrics: dict | None = None,
                  training: dict | None = None, fusion: Fusion | None = None, text=None):
         """`text`: a learned fusion's title encoder (a `TextEncoder`, or its spec from a checkpoint)."""
         super().__init__()

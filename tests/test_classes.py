@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import REPO, paired_catalog, script_env
 from setenc.heads.classes import ClassBlock
 from setenc.plumbing.errors import SetencError
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.training import recipe
 from setenc.training.config import load_config
 from test_recipe import synthetic
@@ -45,7 +45,7 @@ def test_output_appends_weighted_class_probabilities():
     photos, labels = _problem()
     z = F.normalize(torch.randn(len(photos), 6, generator=torch.Generator().manual_seed(1)), dim=-1)  # head vectors
     block = ClassBlock(sorted(set(labels)), photos.shape[1], weight=0.5).fit(photos, labels)
-    out = block(z, photos)
+    out = block.append(z, photos)
     assert out.shape == (len(z), 6 + 4) and torch.allclose(out.norm(dim=-1), torch.ones(len(z)))
     p = F.normalize(block.probe(photos).softmax(-1), dim=-1)
     naive = (z @ z.T + 0.25 * p @ p.T) / 1.25  # the cosine the docstring promises
@@ -70,11 +70,10 @@ def test_head_with_a_class_block_round_trips_and_stays_a_set_function(name):
     x, mask = torch.randn(5, 3, 8), torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]).bool()
     plain = head(x, mask)
     means = torch.stack([F.normalize(x[i, mask[i]].mean(0), dim=0) for i in range(5)])  # naive photo means
-    block = head.add_classes(["a", "b", "c"])
-    block.fit(means, ["a", "b", "c", "a", "b"])
+    block = head.add(ClassBlock(["a", "b", "c"], 8).fit(means, ["a", "b", "c", "a", "b"]))
     out = head(x.masked_fill(~mask.unsqueeze(-1), float("nan")), mask)  # padding never leaks in
     assert head.out_dim == plain.shape[1] + 3 == out.shape[1] and head.classes == ["a", "b", "c"]
-    assert torch.allclose(out, block(plain, means), atol=1e-6)
+    assert torch.allclose(out, block.append(plain, means), atol=1e-6)
     again = create_head(**head.config).eval()
     again.load_state_dict(head.state_dict())
     assert torch.allclose(again(x, mask), out) and again.config == head.config
@@ -82,7 +81,7 @@ def test_head_with_a_class_block_round_trips_and_stays_a_set_function(name):
     full = mask.all(dim=1)
     assert torch.allclose(head(x[full][:, order], mask[full]), out[full], atol=1e-6)  # photo order does not matter
     with pytest.raises(SetencError, match="already has"):
-        head.add_classes(["a", "b"])
+        head.add(ClassBlock(["a", "b"], 8))
 
 
 def test_recipe_adds_the_block_only_where_groups_are_classes():
@@ -113,7 +112,7 @@ def test_training_fits_the_block_and_the_checkpoint_carries_it(tmp_path):
     assert encoder.out_dim == 1280 + len(encoder.head.classes)
     vecs = encoder.encode_sets([np.random.default_rng(0).standard_normal((2, 1280)).astype(np.float32)])
     assert vecs.shape == (1, encoder.out_dim) and abs(float(np.linalg.norm(vecs)) - 1) < 1e-5
-    assert encoder.head.class_block.probe.weight.abs().sum() > 0  # fitted, not the zero init
+    assert encoder.head.part("classes").probe.weight.abs().sum() > 0  # fitted, not the zero init
     ev = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(run / "best.pt"),
                          "--catalog", str(catalog), "--out", str(tmp_path / "rep"), "--no-pictures"], cwd=REPO,
                         env=script_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)

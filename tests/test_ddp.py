@@ -44,7 +44,7 @@ class _Step(torch.nn.Module):
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    from setenc.heads.pooling import create_head
+    from setenc.heads.model import create_head
     from setenc.training.module import SetModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -81,7 +81,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 def test_validation_metrics_on_one_process():
     """No process group: the chunks this process embedded are the whole protocol."""
-    from setenc.heads.pooling import create_head
+    from setenc.heads.model import create_head
     from setenc.training.module import SetModule
 
     module = SetModule(create_head("proj", DIM).config, {"name": "fake"}, DIM)

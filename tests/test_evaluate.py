@@ -9,7 +9,7 @@ import torch
 
 from setenc.catalogs import Article, Catalog, catalog_key, load_catalog, split_catalog
 from setenc.evaluation.report import choose_split, evaluate_catalog, evaluate_sets, markdown_report
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.encoder import SetEncoder
 
 

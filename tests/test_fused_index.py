@@ -17,7 +17,7 @@ from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.search.export import export_index
 from setenc.titles.fusion import Fusion
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.search.index import SetIndex
 from setenc.titles.encoders import create_text_encoder
 

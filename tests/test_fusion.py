@@ -12,7 +12,7 @@ from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
 from setenc.titles.fusion import Fusion, fuse_vectors, tune_weight
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.titles.encoders import create_text_encoder
 
 TITLES = ["nike men running shoes", "nike men running shoe", "clarks formal leather shoes", "puma casual sneaker",

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.model import create_head, list_heads
 from setenc.matching.matchers import create_matcher, list_matchers
 
 D = 8

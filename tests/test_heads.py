@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setenc.plumbing.errors import SetencError
-from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.model import create_head, list_heads
 
 D = 8
 CONFIGS = {
@@ -171,7 +171,7 @@ def test_proj_mean_weight_blends_with_mean_pooling_at_inference_only():
     x, mask = pad(sets, 6)
     with torch.no_grad():
         m = torch.stack([s.mean(0) for s in sets])
-        learned = F.normalize(head.proj(m), dim=-1)
+        learned = F.normalize(head.pooling.proj(m), dim=-1)
         blended = F.normalize(learned + 0.7 * F.normalize(m, dim=-1), dim=-1)
         torch.testing.assert_close(head.eval()(x, mask), blended, atol=1e-6, rtol=0)
         torch.testing.assert_close(head.train()(x, mask), learned, atol=1e-6, rtol=0)
@@ -179,7 +179,7 @@ def test_proj_mean_weight_blends_with_mean_pooling_at_inference_only():
     plain.load_state_dict(head.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(plain.eval()(x, mask), learned, atol=1e-6, rtol=0)  # weight 0: the map alone
-    assert create_head(**head.config).mean_weight == 0.7  # recorded in the config checkpoints store
+    assert create_head(**head.config).pooling.mean_weight == 0.7  # recorded in the config checkpoints store
 
 
 def test_pma_train_and_eval_paths_agree():

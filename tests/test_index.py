@@ -318,7 +318,7 @@ def test_crash_between_renames_recovers(encoder, tmp_path, monkeypatch):
 
 
 def test_encoder_rebuilt_from_recorded_checkpoint(fake_backbone, tmp_path):
-    from setenc.heads.pooling import create_head
+    from setenc.heads.model import create_head
 
     ckpt = SetEncoder(create_head("proj", fake_backbone.dim, out_dim=6), {"name": "fake", "kwargs": {},
                       "id": fake_backbone.id}, fake_backbone.dim).save(tmp_path / "head.pt")

@@ -1,4 +1,4 @@
-"""Learned fusion: the title vector as one more set element, trained with the head (setenc/heads/views.py TitleElement)."""
+"""Learned fusion: the title vector as one more set element, trained with the head (setenc/heads/elements.py TitleElement)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
-from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.model import create_head, list_heads
 from setenc.heads.sets import pad_sets
 from setenc.titles.encoders import TfidfTextEncoder
 from setenc.training.config import load_config
@@ -27,8 +27,8 @@ def _head(name: str, titles: int | None = T, trained: bool = True, seed: int = 0
     head = create_head(name, D, titles=titles, **OPTIONS.get(name, {}))
     if trained and titles is not None:
         with torch.no_grad():
-            head.title_element.proj.weight.normal_(0, 0.5)
-            head.title_element.modality.normal_(0, 0.1)
+            head.part("titles").proj.weight.normal_(0, 0.5)
+            head.part("titles").modality.normal_(0, 0.1)
     return head.eval()
 
 
@@ -152,7 +152,7 @@ def test_report_scores_a_learned_fusion_with_titles_and_a_view_aware_head_with_t
     fused = _encoder()
     aware = SetEncoder(create_head("proj", D, views=["front"]), SPEC, D)
     with torch.no_grad():
-        aware.head.view_embed.table.weight[1] = 5.0
+        aware.head.part("views").table.weight[1] = 5.0
     rows, _ = evaluate_sets(sets, cat, {"fused": fused, "aware": aware}, ["mean"], ("group",))
     by = {r["method"]: r for r in rows}
     p_ids = [a.id for a in arts]

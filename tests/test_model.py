@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from setenc.plumbing.errors import CheckpointError
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.encoder import SetEncoder
 
 

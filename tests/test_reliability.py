@@ -239,7 +239,7 @@ def test_pairs_naming_unknown_article_stops_the_script(env, tiny_catalog):
 
 # -- checkpoints and indexes -----------------------------------------------------------------------------
 def _checkpoint(path: Path, backbone_id: str, dim: int) -> Path:
-    from setenc.heads.pooling import create_head
+    from setenc.heads.model import create_head
     from setenc.encoder import SetEncoder
 
     spec = {"name": "efficientnet-lite0", "kwargs": {}, "id": backbone_id}

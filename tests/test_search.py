@@ -13,7 +13,7 @@ from setenc.search.ann import build_index
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
 from setenc.search.export import delete_articles, export_index
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.search.index import SetIndex
 from setenc.matching.matchers import MATCHERS, create_matcher, pairwise_scores
 from setenc.heads.sets import pad_sets

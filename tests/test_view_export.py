@@ -16,7 +16,7 @@ from setenc.catalogs import load_catalog
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
 from setenc.search.export import export_index
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.search.index import SetIndex
 from setenc.photos import photo_sets
 from setenc.photos.tta import with_tta
@@ -43,7 +43,7 @@ def view_encoder(backbone, path: Path, tta: str | None = None) -> SetEncoder:
     torch.manual_seed(0)
     head = create_head("proj", backbone.dim, views=VOCAB)
     with torch.no_grad():
-        head.view_embed.table.weight.normal_(0, 0.5)
+        head.part("views").table.weight.normal_(0, 0.5)
     spec = with_tta({"name": "fake", "kwargs": {}, "id": backbone.id}, tta)
     return SetEncoder.from_pretrained(SetEncoder(head.eval(), spec, backbone.dim).save(path), backbone=backbone)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from setenc.encoder import SetEncoder
-from setenc.heads.pooling import create_head, list_heads
+from setenc.heads.model import create_head, list_heads
 from setenc.heads.sets import pad_ids, pad_sets
 from setenc.training.pairs import PairDataset, collate_pairs
 from setenc.heads.views import UNKNOWN, sets_view_ids, view_ids, view_vocabulary
@@ -25,7 +25,7 @@ def _head(name: str, views=VOCAB, seed: int = 0, trained: bool = True):
     head = create_head(name, D, views=views, **OPTIONS.get(name, {}))
     if trained and views is not None:  # a trained table: every tag its own vector
         with torch.no_grad():
-            head.view_embed.table.weight.normal_(0, 0.5)
+            head.part("views").table.weight.normal_(0, 0.5)
     return head.eval()
 
 
@@ -141,4 +141,4 @@ def test_training_with_views_end_to_end(tmp_path):
     assert "view-aware head: 3 view tags" in out
     enc = SetEncoder.from_pretrained(tmp_path / "r" / "best.pt")
     assert enc.head.views == VOCAB
-    assert enc.head.view_embed.table.weight.abs().sum() > 0  # trained away from zero
+    assert enc.head.part("views").table.weight.abs().sum() > 0  # trained away from zero

@@ -16,7 +16,7 @@ from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.search.export import delete_articles, export_index
 from setenc.search.filters import Metadata, parse_where
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.search.index import SetIndex
 from setenc.search.store import PhotoStore
 

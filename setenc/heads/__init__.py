@@ -1,5 +1,6 @@
 """Set heads: a padded batch of photo vectors -> one unit vector per article.
 
-`sets` holds the `(x, mask)` batch convention, `pooling` the heads by name (mean, proj, deepsets, pma), `views`
-and `classes` the parts a head can be composed with (view tags and titles as set elements; the class block).
+A head is parts put together (`model.ArticleHead`): elements (`elements`: view tags, the title) -> pooling
+(`pooling`, by name: mean, proj, deepsets, pma) -> extensions (`classes`: the class block), each part with its own
+config entry (`parts`). `sets` holds the `(x, mask)` batch convention, `views` the view tags as ids.
 """

@@ -24,17 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from setenc.plumbing.errors import SetencError
+from setenc.heads.parts import Extension
 from setenc.heads.sets import masked_mean
+from setenc.plumbing.errors import SetencError
 
 WEIGHT = 0.5  # w: 0.5 kept R@1 at or above the head alone on every fashion44k run; 1.0 gives more MAP@R, less R@1
 C = 30.0  # inverse L2 strength; held-out probe accuracy 0.880-0.885 for C from 10 to 1,000 (fashion44k fold 0)
 MAX_ITER = 500  # L-BFGS iterations (it converges in ~100-300 on 7k articles)
 
 
-class ClassBlock(nn.Module):
-    """`(B, E)` head vectors + `(B, D)` mean photo vectors -> `(B, E + K)` unit vectors: the head's vector, then
-    `weight` x the class probabilities the probe reads from the photos."""
+class ClassBlock(Extension):
+    """`(B, E)` head vectors -> `(B, E + K)` unit vectors: the head's vector, then `weight` x the class
+    probabilities the probe reads from the article's mean photo vector."""
+
+    key = "classes"
 
     def __init__(self, classes: Sequence[str], dim: int, weight: float = WEIGHT):
         super().__init__()
@@ -43,13 +46,27 @@ class ClassBlock(nn.Module):
         if not weight > 0:
             raise SetencError(f"class_weight must be > 0, got {weight}")
         self.classes, self.weight = list(classes), float(weight)
+        self.extra_dim = len(self.classes)
         # reads the (D,) mean photo vector; fitted by `fit`, never by the contrastive loss
         self.probe = nn.Linear(dim, len(classes)).requires_grad_(False)
         nn.init.zeros_(self.probe.weight)
         nn.init.zeros_(self.probe.bias)
 
-    def forward(self, z: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
-        p = F.normalize(self.probe(photos).softmax(dim=-1), dim=-1)  # (B, K)
+    @classmethod
+    def build(cls, in_dim: int, classes: Sequence[str], class_weight: float = WEIGHT) -> "ClassBlock":
+        return cls(classes, in_dim, class_weight)
+
+    @property
+    def config(self) -> dict:
+        return {"classes": list(self.classes), "class_weight": self.weight}
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """z (B, E) the pooled vector; x (B, N, D), mask (B, N) the article's photos as given to the head."""
+        return self.append(z, photo_means(x, mask))
+
+    def append(self, z: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+        """(B, E) head vectors + (B, D) unit mean photo vectors (`photo_means`) -> (B, E + K)."""
+        p = F.normalize(self.probe(means).softmax(dim=-1), dim=-1)  # (B, K)
         return F.normalize(torch.cat([z, self.weight * p], dim=-1), dim=-1)  # (B, E + K)
 
     @torch.no_grad()

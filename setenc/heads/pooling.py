@@ -1,22 +1,9 @@
-"""Set heads: a padded batch of photo vectors -> one L2-normalised vector per article, whatever the photo order.
+"""Pooling heads: a padded batch of photo vectors -> one L2-normalised vector per article, whatever the photo order.
 
 Every head maps `x: (B, N, D)` plus `mask: (B, N)` (True = real photo) to `(B, E)`. Padded slots are zeroed on
 entry and every pooling is masked, so padding never leaks into the result. A head is rebuilt from its plain
-`config` dict (`create_head(**head.config)`), which is what checkpoints store — never the module.
-
-View-aware heads (`create_head(name, in_dim, views=[tags])`, any head): a decision of the base class rather than a
-wrapper head or a per-head option, so every head composes with it and its config stays `name` + options. The head
-adds a learned per-tag vector (`setenc.heads.views.ViewEmbedding`, zero at init) to each photo before its own pooling;
-the ids come with the batch, `forward(x, mask, views)`, and `forward(x, mask)` means every photo is "unknown".
-The tag vocabulary is the `views` option, so checkpoints carry it in the head config. A tag-free head ignores ids.
-
-Learned fusion of titles (`create_head(name, in_dim, titles=T)`, any head, the same way): the article's title
-vector joins the set as one more element, `forward(x, mask, views, titles)` (`TitleElement`); an article without a
-title (a zero row, or `titles=None`) simply has no such element, and a title-only article has no photo rows.
-
-A class block (`create_head(name, in_dim, classes=[names])`, any head, the same way): the head's vector gets the
-class probabilities of a probe fitted after training appended (`setenc.heads.classes.ClassBlock`), for catalogues whose
-groups are classes; `out_dim` grows by the number of classes, and the class names are the `classes` option.
+`config` dict, which is what checkpoints store — never the module. These are the pooling step of an article head
+(`setenc.heads.model`: elements -> pooling -> extensions); `create_head` there builds one by name.
 """
 
 from __future__ import annotations
@@ -25,11 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from setenc.heads.classes import WEIGHT as CLASS_WEIGHT, ClassBlock, photo_means
+from setenc.heads.sets import check_sets, masked_mean, masked_sum
 from setenc.plumbing.errors import SetencError
 from setenc.plumbing.registry import Registry
-from setenc.heads.sets import check_sets, masked_mean, masked_sum
-from setenc.heads.views import TitleElement, ViewEmbedding
 
 
 def identity_init_(linear: nn.Linear) -> None:
@@ -54,7 +39,7 @@ def _check_dropout(head: str, p: float) -> None:
 
 
 class SetHead(nn.Module):
-    """Base of all heads: validates the batch, hides padding, pools, L2-normalises."""
+    """Base of all pooling heads: validates the batch, hides padding, pools, L2-normalises."""
 
     name: str = ""
 
@@ -65,65 +50,17 @@ class SetHead(nn.Module):
         self.in_dim = int(in_dim)
         self.out_dim = int(out_dim)
         self._options = dict(options or {})
-        self.view_embed: ViewEmbedding | None = None
-        self.title_element: TitleElement | None = None
-        self.class_block: ClassBlock | None = None
-
-    def add_views(self, vocab: list[str]) -> None:
-        """Make the head view-aware over these tags (`create_head(..., views=vocab)` calls it)."""
-        self.view_embed = ViewEmbedding(vocab, self.in_dim)
-        self._options["views"] = list(vocab)
-
-    def add_titles(self, dim: int) -> None:
-        """Take a `dim`-d title vector as one more set element (`create_head(..., titles=dim)` calls it)."""
-        self.title_element = TitleElement(dim, self.in_dim)
-        self._options["titles"] = int(dim)
-
-    def add_classes(self, classes: list[str], weight: float = CLASS_WEIGHT) -> ClassBlock:
-        """Append class probabilities to the output (`create_head(..., classes=names)` calls it); the caller fits
-        the returned block (`ClassBlock.fit`) on the training articles' `photo_means`, or a checkpoint loads it."""
-        if self.class_block is not None:
-            raise SetencError(f"head {self.name!r} already has a class block")
-        self.class_block = ClassBlock(classes, self.in_dim, weight)
-        self._options.update(classes=list(classes), class_weight=float(weight))
-        self.out_dim += len(classes)
-        return self.class_block
-
-    @property
-    def classes(self) -> list[str] | None:
-        """The classes whose probabilities this head appends; None without a class block."""
-        return None if self.class_block is None else self.class_block.classes
-
-    @property
-    def titles(self) -> int | None:
-        """The title-vector size this head fuses (learned fusion); None for a photos-only head."""
-        return None if self.title_element is None else self.title_element.dim
-
-    @property
-    def views(self) -> list[str] | None:
-        """The view tags this head learned a vector for; None for a tag-free head."""
-        return None if self.view_embed is None else self.view_embed.vocab
 
     @property
     def config(self) -> dict:
-        """Plain constructor arguments; `create_head(**head.config)` rebuilds the same architecture."""
+        """Plain constructor arguments; `HEADS.create(**config)` rebuilds the same architecture."""
         return {"name": self.name, "in_dim": self.in_dim, **self._options}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None,
-                titles: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, N, D), mask (B, N), views (B, N) long view ids (`setenc.heads.views`; ignored by a tag-free head),
-        titles (B, T) title vectors, zero rows = no title (ignored by a photos-only head)."""
-        fuse = self.title_element is not None and titles is not None
-        check_sets(x, mask, self.in_dim, empty_ok=fuse)  # with titles a set may hold its title alone
-        photos = (x, mask)  # a class block's probe reads the photos as given (masked_mean ignores padding)
-        if self.view_embed is not None:
-            x = self.view_embed(x, views)
-        if fuse:
-            x, mask = self.title_element(x, mask, titles)
-            check_sets(x, mask, what="photos + titles")  # each article needs photos or a title
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D), mask (B, N) -> (B, E) unit vectors."""
+        check_sets(x, mask, self.in_dim)
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, N, D) padded slots may hold anything
-        z = F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
-        return z if self.class_block is None else self.class_block(z, photo_means(*photos))  # (B, E + K)
+        return F.normalize(self.pool(x, mask), dim=-1)  # (B, E)
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, D) with zeroed padding, (B, N) -> (B, E), not yet normalised."""
@@ -334,36 +271,3 @@ class PMAHead(SetHead):
 HEADS: Registry[SetHead] = Registry("head", fixed=("in_dim",))
 for _cls in (MeanHead, ProjHead, DeepSetsHead, PMAHead):
     HEADS.register(_cls.name, _cls)
-
-LEGACY_OPTIONS = {"pma": {"heads": "num_heads"}}  # option renames: checkpoints written before them still load
-
-
-def list_heads() -> list[str]:
-    """Names accepted by `create_head`."""
-    return HEADS.names()
-
-
-def create_head(name: str, in_dim: int, views: list[str] | None = None, titles: int | None = None,
-                classes: list[str] | None = None, class_weight: float = CLASS_WEIGHT, **kw) -> SetHead:
-    """Build a head by name, e.g. `create_head("pma", 1280, encoder="sab", seeds=3)`.
-
-    Args:
-        name: one of `list_heads()`.
-        in_dim: width of the photo vectors (the backbone's embedding dim).
-        views: view tags to learn a vector for (a view-aware head, `setenc.heads.views`); None = tag-free.
-        titles: size of the title vectors to fuse as one more set element (learned fusion); None = photos only.
-        classes: class names whose probabilities the output appends (`setenc.heads.classes`, fitted after training);
-            `class_weight` scales them. None = no class block.
-        **kw: the head's options; unknown ones are an error, not silently ignored.
-    """
-    for old, new in LEGACY_OPTIONS.get(name, {}).items():
-        if old in kw and new not in kw:
-            kw[new] = kw.pop(old)
-    head = HEADS.create(name, in_dim, **kw)
-    if views is not None:
-        head.add_views(list(views))
-    if titles is not None:
-        head.add_titles(titles)
-    if classes is not None:
-        head.add_classes(list(classes), class_weight)
-    return head

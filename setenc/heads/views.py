@@ -1,6 +1,4 @@
-"""What a head learns about a set's elements beyond their photo vectors: view tags and the title element.
-
-View tags as ids, and the learned view embedding a view-aware head adds to each photo before pooling.
+"""View tags as ids: what a view-aware head (`setenc.heads.elements.ViewEmbedding`) reads beside the photo vectors.
 
 A catalogue may tag each photo with a view (`front`, `side`, ...: `Article.views`). A view-aware head learns one
 vector per tag of its training catalogue plus one for "unknown", and adds the photo's vector before pooling:
@@ -16,8 +14,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 UNKNOWN = 0
 
@@ -53,50 +49,3 @@ def sets_view_ids(sets: Sequence[np.ndarray], views: Sequence[Sequence[str] | No
         raise ValueError(f"{len(sets)} sets but {len(views)} view-tag lists: give one (or None) per set")
     index = _index(vocab)  # once, not once per set
     return [_ids(v, len(s), index, per_photo) for s, v in zip(sets, views)]
-
-
-class ViewEmbedding(nn.Module):
-    """One learned vector per known tag plus one for unknown, zero at init: the head starts as its tag-free self."""
-
-    def __init__(self, vocab: Sequence[str], dim: int):
-        super().__init__()
-        self.vocab = list(vocab)
-        self.table = nn.Embedding(len(self.vocab) + 1, dim)
-        nn.init.zeros_(self.table.weight)
-
-    def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
-        """x (B, N, D) + the vector of each photo's view; ids (B, N) long, None = every photo unknown."""
-        if ids is None:
-            return x + self.table.weight[UNKNOWN]
-        if ids.shape != x.shape[:2]:
-            raise ValueError(f"view ids {tuple(ids.shape)} must match the photos {tuple(x.shape[:2])}")
-        known = (ids >= 0) & (ids <= len(self.vocab))  # anything else (-1 = no tag, as matchers write it): unknown
-        return x + self.table(torch.where(known, ids, UNKNOWN))
-
-
-class TitleElement(nn.Module):
-    """Learned fusion: an article's title vector as one more set element, `W·title + modality`, pooled with the
-    photos by the head's own pooling and trained with its contrastive loss.
-
-    `W` (title dim -> photo dim) and the modality vector start at zero, so an untrained `mean` / `proj` head ranks
-    by the photos exactly as its photos-only self (a zero element only rescales the mean); a zero title row adds
-    no element.
-    """
-
-    def __init__(self, dim: int, photo_dim: int):
-        super().__init__()
-        if dim < 1:
-            raise ValueError(f"title vectors must have a positive size, got {dim}")
-        self.dim = int(dim)
-        self.proj = nn.Linear(dim, photo_dim, bias=False)
-        self.modality = nn.Parameter(torch.zeros(photo_dim))
-        nn.init.zeros_(self.proj.weight)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, titles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, D), (B, N), (B, T) -> the sets with the title appended: (B, N + 1, D), (B, N + 1)."""
-        if titles.shape != (x.shape[0], self.dim):
-            raise ValueError(f"titles {tuple(titles.shape)} must be ({x.shape[0]}, {self.dim}): one vector per set")
-        titles = titles.to(x.dtype)
-        element = self.proj(titles) + self.modality  # (B, D)
-        has = titles.abs().sum(dim=1) > 0  # (B,) zero row = no title
-        return torch.cat([x, element[:, None]], dim=1), torch.cat([mask, has[:, None]], dim=1)

@@ -271,7 +271,7 @@ def check_encoder(manifest: dict, encoder: SetEncoder, where: str | os.PathLike 
 
 def encoder_from_manifest(manifest: dict) -> SetEncoder:
     """Rebuild the export's encoder: a parameter-free head from its config, else the recorded checkpoint."""
-    from setenc.heads.pooling import create_head
+    from setenc.heads.model import create_head
 
     ckpt = manifest["checkpoint"]
     if ckpt["sha256"] is None and manifest.get("fusion"):

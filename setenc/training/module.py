@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from setenc.catalogs import Catalog
 from setenc.evaluation.metrics import vector_metrics
 from setenc.evaluation.protocols import Protocol
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.training.losses import create_loss
 from setenc.heads.sets import pad_ids, pad_sets
 from setenc.training.config import TrainConfig
