@@ -10,8 +10,9 @@ where the probe is unsure, pulled towards "same predicted class" where it is sur
 The probe reads the article's mean photo vector (the frozen backbone's view of it, what mean pooling ranks by),
 not the head's output: a second opinion rather than a restatement of z (measured against a probe on z in
 docs/bench_heads.md, round 7). An article without photos (a learned fusion's title-only article) gets the probe's
-prior. It is fitted once, after the contrastive training, on the training articles (multinomial logistic regression, full-batch L-BFGS, L2 penalty |W|^2 / (2 C n), scikit-learn's
-`C`), so it never changes how the head trains. The recipe turns it on when groups are classes
+prior. It is fitted once, after the contrastive training, on the training articles (multinomial logistic
+regression, full-batch L-BFGS, L2 penalty |W|^2 / (2 C n), scikit-learn's `C`), so it never changes how the head
+trains. The recipe turns it on when groups are classes
 (`TrainConfig.classes`; docs/training.md#class-block holds the measurements).
 """
 
