@@ -66,6 +66,17 @@ def test_the_three_commands_are_shown():
     assert {"scripts/train.py", "scripts/evaluate.py", "scripts/export.py"} <= {s for s, _ in commands(readme_text())}
 
 
+def test_the_python_snippet_names_exist():
+    import setenc
+
+    snippet = re.search(r"```python\n(.*?)```", readme_text(), re.S).group(1)
+    names = [n.strip() for n in re.search(r"from setenc import ([\w, ]+)", snippet).group(1).split(",")]
+    for name in names:
+        assert hasattr(setenc, name), f"the README imports setenc.{name}, which the package does not export"
+    for owner, attr in re.findall(r"\b([A-Z]\w+)\.(\w+)\(", snippet):
+        assert hasattr(getattr(setenc, owner), attr), f"the README calls {owner}.{attr}, which does not exist"
+
+
 def linked_pages() -> list[Path]:
     """The README and the docs pages it links that say how to do things (not the bench_* measurement logs)."""
     pages = [README]
