@@ -184,3 +184,49 @@ def test_evaluation_scores_with_the_checkpoints_tta(tiny_catalog, backbone, tmp_
     with pytest.raises(SetencError, match="different photo variants"):
         evaluate_catalog(cat, backbone, tmp_path / "c", {"m": flip, "p": SetEncoder.parameter_free(backbone)},
                          ["mean"], ["group"], "all", tune=False, pictures=False, progress=False)
+
+
+class GridNet(torch.nn.Module):
+    """A stand-in net whose last feature map is given: (B, C, h, w) of the test's choosing."""
+
+    def __init__(self, fmap: torch.Tensor):
+        super().__init__()
+        self.fmap = fmap
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fmap.expand(len(x), -1, -1, -1)
+
+
+@pytest.mark.parametrize("side, region", [(7, slice(1, 6)), (9, slice(1, 8)), (8, slice(1, 7))])
+def test_centre_pooling_averages_the_full_map_and_its_central_region_in_one_pass(side, region):
+    from setenc.photos.backbones.efficientnet import PooledFeatures
+
+    fmap = torch.rand(1, 4, side, side, generator=torch.Generator().manual_seed(side))
+    got = PooledFeatures(GridNet(fmap), centre=0.75)(torch.zeros(2, 3, 8, 8))
+    full, centre = fmap.mean(dim=(2, 3)), fmap[:, :, region, region].mean(dim=(2, 3))
+    want = torch.nn.functional.normalize(full, dim=-1) + torch.nn.functional.normalize(centre, dim=-1)
+    torch.testing.assert_close(got, want.expand(2, -1))
+    torch.testing.assert_close(PooledFeatures(GridNet(fmap))(torch.zeros(1, 3, 8, 8)), full)  # default unchanged
+
+
+def test_centre_pooling_is_a_backbone_option_with_its_own_id():
+    from setenc.photos.backbones import BACKBONES
+
+    plain = BACKBONES.create("efficientnet-lite0")
+    centred = BACKBONES.create("efficientnet-lite0", centre=0.75)
+    assert centred.id == plain.id + ":centre0.75" and centred.transform.size == plain.transform.size
+    pair = BACKBONES.create("efficientnet-lite0+lite2", centre=0.75)
+    assert pair.id.count(":centre0.75") == 2  # each net of the pair pools its own centre
+    for bad in (0, 1, 1.5):
+        with pytest.raises(SetencError, match="centre"):
+            BACKBONES.create("efficientnet-lite0", centre=bad)
+
+
+@pytest.mark.slow
+def test_centre_pooling_exports_to_onnx_with_torchs_vectors():
+    from setenc.photos import create_backbone
+
+    torch_bb, onnx_bb = (create_backbone("efficientnet-lite0", runtime=r, centre=0.75) for r in ("torch", "onnx"))
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    assert onnx_bb.runtime == "onnx" and onnx_bb.id == torch_bb.id
+    torch.testing.assert_close(onnx_bb.encode(x), torch_bb.encode(x), atol=1e-4, rtol=0)

