@@ -5,15 +5,12 @@ Every config field is a flag (`--lr 3e-4`), dict fields key by key (`--head_kwar
 """
 
 import argparse
-from pathlib import Path
 
 from setenc.plumbing.cli import run_main
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
 
 def main() -> None:
-    from setenc.training.config import add_config_args, load_config, parse_overrides
+    from setenc.training.config import DEFAULT_CONFIG, add_config_args, default_config, load_config, parse_overrides
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name} when present)")
@@ -25,8 +22,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue the run from its last.ckpt")
     add_config_args(p)
     ns, extra = p.parse_known_args()
-    config = ns.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    cfg = load_config(config, parse_overrides(ns, extra))
+    cfg = load_config(default_config(ns.config), parse_overrides(ns, extra))
 
     from setenc.training.run import summary_lines, train
 

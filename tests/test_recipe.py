@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -25,10 +26,29 @@ def synthetic(groups: int, per_group: int, photos: int = 3) -> Catalog:
 def test_small_catalogue_trains_every_product_on_a_fixed_schedule():
     cfg, why = recipe.choose(load_config(None, {}), synthetic(60, 3))  # 180 articles of 60 products
     assert cfg.split == recipe.PRODUCT_SPLIT and cfg.split[1] == 0 and cfg.split_by == "group"
-    assert cfg.epochs == cfg.steps == 1000  # 126 training articles: one (short) batch an epoch
+    assert cfg.steps == 1000 and cfg.epochs == 985  # 126 training articles, below a batch: 1000 x 126 / 128 steps
+    assert recipe.choose(load_config(None, {}), synthetic(70, 3))[0].epochs == 1000  # 147: one full batch an epoch
     assert any("no validation split" in line for line in why)
     big, _ = recipe.choose(load_config(None, {}), synthetic(400, 4))  # 1,120 training articles: 8 batches an epoch
     assert big.split[1] == 0 and big.epochs == 125
+
+
+def test_a_tiny_catalogue_trains_in_proportion_to_its_articles_and_says_so():
+    cfg, why = recipe.choose(load_config(None, {}), synthetic(4, 2))  # 8 articles, ~6 training: 47 one-step epochs
+    assert cfg.epochs == recipe.scheduled_steps(1000, 6, 128) == 47
+    assert any(line.startswith("epochs=47") and "scaled down" in line for line in why)
+    assert recipe.scheduled_steps(1000, 128, 128) == 1000 and recipe.scheduled_steps(1000, 1, 128) == 8
+    assert recipe.choose(load_config(None, {"epochs": 5}), synthetic(4, 2))[0].epochs == 5  # given: kept
+
+
+def test_reasons_point_at_the_docs_and_hold_no_figures():
+    for catalog, overrides in ((synthetic(60, 3), {}), (synthetic(20, 100, photos=1), {}),
+                               (synthetic(20, 100, photos=1), {"text": "tfidf", "fusion": "learned"})):
+        _, why = recipe.choose(load_config(None, overrides), catalog)
+        for line in why:
+            assert not re.search(r"\d\.\d{3}|\+0\.\d", line), line  # measurements live in docs, not in code
+            if line.split("=")[0] in ("backbone", "tta", "classes", "head_kwargs.mean_weight"):
+                assert re.search(r"docs/[a-z_]+\.md#[a-z0-9-]+", line), line
 
 
 def test_recipe_averages_each_photo_with_its_centre_crop_unless_told():

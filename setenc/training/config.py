@@ -64,7 +64,8 @@ class TrainConfig:
     lr: float = _f(1e-3, "AdamW learning rate")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     epochs: int | None = _f(None, "(maximum) epochs; null = chosen from the catalogue (setenc/training/recipe.py)")
-    steps: int = _f(1000, "optimiser steps the recipe's fixed schedule aims at when it chooses the epochs")
+    steps: int = _f(1000, "optimiser steps the recipe's fixed schedule aims at when it chooses the epochs; fewer "
+                    "in proportion when the training articles are fewer than one batch")
     patience: int = _f(8, "early stopping: epochs without a better monitored metric")
     monitor: str = _f("val/map@r", "validation metric for early stopping and the best checkpoint")
     seed: int = _f(0, "seed for sampling, augmentation and init")
@@ -85,6 +86,15 @@ def _check_keys(d: dict, where: str) -> None:
     unknown = sorted(set(d) - names)
     if unknown:
         raise SetencError(f"{where}: unknown config key(s) {unknown}; known keys: {sorted(names)}")
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"  # in a source checkout
+
+
+def default_config(given: str | Path | None = None) -> Path | None:
+    """The config a script reads: the one given, else the checkout's `configs/default.yaml` when present, so
+    `train.py` and `embed.py` start from the same one."""
+    return Path(given) if given else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:

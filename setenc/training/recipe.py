@@ -24,9 +24,9 @@ PRODUCT_SPLIT = [0.7, 0.0, 0.3]  # whole products held out; no validation: every
 ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of known classes
 LARGE_SPLIT = [0.8, 0.1, 0.1]
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
-MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when whole products are held out (0 when groups are classes)
+MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when products are held out (0 when groups are classes)
 BACKBONE = "efficientnet-lite0"  # products: the pair measured level on grocery / multiview R@1, far ahead on cars
-CLASS_BACKBONE = "efficientnet-lite0+lite2"  # groups are classes: both nets side by side, ~3x Lite0's cost
+CLASS_BACKBONE = "efficientnet-lite0+lite2"  # groups are classes: both nets side by side (docs/bench_embed.md: cost)
 TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best crop measured
 
 
@@ -48,20 +48,43 @@ class CatalogStats:
         return self.mean_group >= CLASS_GROUPS
 
 
+def scheduled_steps(steps: int, n_train: int, batch_size: int) -> int:
+    """The fixed schedule's optimiser steps: `steps` from one full batch of training articles up; below it, in
+    proportion to the articles, so each article is drawn as often as in a full batch's schedule and an 8-article
+    catalogue trains in seconds rather than `steps` one-step epochs (docs/training.md#split-validation-and-schedule)."""
+    return steps if n_train >= batch_size else max(1, math.ceil(steps * n_train / batch_size))
+
+
+def photo_classes(cfg: TrainConfig, s: CatalogStats) -> bool:
+    """Groups are classes that the photos alone must name (no learned fusion of titles)."""
+    return s.groups_are_classes and cfg.fusion is None
+
+
+def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
+    """The backbone, its options and the photo variants left to the recipe, and why: what `embed.py` fills the
+    cache with and `train.py` trains on — this one function decides both."""
+    s = CatalogStats.of(catalog)
+    out, why = dataclasses.replace(cfg), []
+    classes = photo_classes(out, s)
+    if out.backbone is None:
+        out.backbone = CLASS_BACKBONE if classes else BACKBONE
+        BACKBONES.check_options(out.backbone, out.backbone_kwargs)
+        why.append(f"backbone={out.backbone}: " + (
+            "groups are classes named by the photos alone, told apart best by two nets side by side "
+            "(docs/training.md#backbone-and-the-fixed-choices)" if classes else
+            "products; efficientnet-lite0+lite2 is the option for fine-grained ones "
+            "(docs/training.md#backbone-and-the-fixed-choices)"))
+    if out.tta is None:
+        out.tta = TTA
+        why.append(f"tta={TTA}: each photo averaged with its central 75% crop, two backbone passes a photo "
+                   "(docs/training.md#photo-variants; --tta none halves the embedding)")
+    return out, why
+
+
 def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     """The config with every field left to the recipe filled in, and one line per choice saying why."""
     s = CatalogStats.of(catalog)
-    out, why = dataclasses.replace(cfg), []
-    photo_classes = s.groups_are_classes and out.fusion is None  # classes the photos alone must name
-    if out.backbone is None:
-        out.backbone = CLASS_BACKBONE if photo_classes else BACKBONE
-        BACKBONES.check_options(out.backbone, out.backbone_kwargs)
-        why.append(f"backbone={out.backbone}: " + (
-            "groups are classes, named by the photos alone: EfficientNet-Lite0 and -Lite2 side by side (2560-d) "
-            "tell them apart better than Lite0 (fashion44k R@1 0.892 vs 0.874, MAP@R 0.795 vs 0.775, 5 folds x 2 "
-            "seeds; docs/bench_heads.md, round 8), at ~3x the embedding cost" if photo_classes else
-            "the offline default (1280-d); efficientnet-lite0+lite2 is the measured option for fine-grained "
-            "products (cars +0.044 R@1, +0.067 MAP@R, 5 folds x 2 seeds) at ~3x the embedding cost"))
+    out, why = choose_photos(cfg, catalog)
     if out.split_by == "auto":
         classes = s.groups_are_classes
         out.split_by = "article" if classes else "group"
@@ -74,7 +97,7 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         why.append(f"split={out.split}: ~{s.articles * out.split[0]:.0f} training articles " + (
             f"(>= {LARGE}: a validation split picks the best epoch and stops early)" if large else
             f"(< {LARGE}: no validation split — every non-test article trains, a fixed schedule runs to its end "
-            "and its last epoch is kept; measured better than validating on grocery, multiview, cars, fashion44k)"))
+            "and its last epoch is kept: docs/training.md#split-validation-and-schedule)"))
     if out.epochs is None:
         if out.split[1] > 0:
             out.epochs = LARGE_EPOCHS
@@ -82,30 +105,23 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         else:
             n_train = round(s.articles * out.split[0])
             steps_per_epoch = n_train // out.batch_size if n_train > out.batch_size else 1  # the loader drops the last
-            out.epochs = math.ceil(out.steps / steps_per_epoch)
-            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{out.steps} optimiser steps in all")
-    if out.tta is None:
-        out.tta = TTA
-        why.append(f"tta={TTA}: every photo is averaged with its central 75% crop (the product larger in the frame), "
-                   "at twice the embedding cost; over the 87.5% crop held-out R@1 +0.017 grocery, +0.006 "
-                   "fashion44k, multiview 0.967 vs 0.955, cars equal (docs/bench_heads.md, round 6); "
-                   "crop+crop@0.75 is +0.02 on cars at 3x the cost; --tta none saves the cost")
+            steps = scheduled_steps(out.steps, n_train, out.batch_size)
+            out.epochs = math.ceil(steps / steps_per_epoch)
+            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{steps} optimiser steps in all" + (
+                "" if steps == out.steps else f" (fewer training articles than a batch of {out.batch_size}: "
+                f"steps={out.steps} scaled down in proportion; docs/training.md#split-validation-and-schedule)"))
     if out.classes is None:
-        out.classes = photo_classes
+        out.classes = photo_classes(out, s)
         why.append(f"classes={str(out.classes).lower()}: " + (
-            "groups are classes, so a softmax probe over each article's mean photo vector, fitted on the training "
-            "articles, appends its class probabilities to the head's vector (setenc/heads/classes.py; fashion44k R@1 "
-            "0.874 vs 0.865, MAP@R 0.775 vs 0.739, 5 folds x 2 seeds)" if out.classes else
-            "groups are classes, but a learned fusion's titles already name them (fashion44k fold 0: 0.961 / 0.899 "
-            "without the class block, 0.948 / 0.877 with it)" if s.groups_are_classes else
-            "groups are products, which a class probe cannot name for products it never saw"))
+            "groups are classes: a class probe's probabilities join each vector (docs/training.md#class-block)"
+            if out.classes else "a learned fusion's titles already name the classes (docs/training.md#class-block)"
+            if s.groups_are_classes else "groups are products: unseen ones have no class to name "
+            "(docs/training.md#class-block)"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
         weight = MEAN_WEIGHT if out.split_by == "group" else 0.0
         out.head_kwargs = {**out.head_kwargs, "mean_weight": weight}
         why.append(f"head_kwargs.mean_weight={weight:g}: " + (
-            "unseen products are searched, so at inference the learned direction is blended with mean pooling's, "
-            "which keeps what the frozen backbone knows about them (better on grocery and cars; multiview 0.957 "
-            "vs 0.961 without it, 5 folds x 2 seeds)"
-            if weight else "groups are classes the head learns, so its own direction alone (a blend measured worse "
-            "on fashion44k)"))
+            "unseen products are searched: the head's direction blended with mean pooling's at inference "
+            "(docs/training.md#blend-with-mean-pooling)" if weight else
+            "groups are classes the head learns: its own direction alone (docs/training.md#blend-with-mean-pooling)"))
     return out, why
