@@ -27,21 +27,18 @@ from setenc.photos.backbones.int8 import (QUANTISATION, Quantisation, _calibrati
 from setenc.photos.backbones.onnx import _IN, _OUT
 from setenc.plumbing.cli import run_main
 
-_8BIT = dict(weight_bits=8)
+_PLAIN = dict(pair_scales=False)
 CANDIDATES = {
-    "u8s8 (old default)": Quantisation(**_8BIT),
-    "u8s7 (reduce_range)": Quantisation(),
-    "u8s7 minmax": Quantisation(method="minmax"),
-    "u8s7 entropy": Quantisation(method="entropy"),
-    "u8s7 per-tensor": Quantisation(per_channel=False),
-    "u8s7 qoperator": Quantisation(qdq=False),
-    "u8s7 float stem+head": Quantisation(keep_float=("stem", "head")),
-    "u8s7 float stem+head+pool": Quantisation(keep_float=("stem", "head", "pool")),
-    "u8s7 float pool": Quantisation(keep_float=("pool",)),
-    "u8s7 float depthwise": Quantisation(keep_float=("depthwise",)),
-    "u8s7 depthwise s8": Quantisation(depthwise_bits=8),
-    "u8s7 depthwise s8 minmax": Quantisation(depthwise_bits=8, method="minmax"),
-    "u8u8": Quantisation(weights="uint8", **_8BIT),
+    "u8s8 (old default)": Quantisation(weight_bits=8, **_PLAIN),
+    "u8s7 (reduce_range)": Quantisation(weight_bits=7, depthwise_bits=7, **_PLAIN),
+    "u8s7, 8-bit depthwise": Quantisation(weight_bits=7, **_PLAIN),
+    "u8s8p pair-bounded (default)": Quantisation(),
+    "u8s8p float stem": Quantisation(keep_float=("stem",)),
+    "u8s8p minmax": Quantisation(method="minmax"),
+    "u8s8p entropy": Quantisation(method="entropy"),
+    "u8s8p per-tensor": Quantisation(per_channel=False),
+    "u8s8p qoperator": Quantisation(qdq=False),
+    "u8u8": Quantisation(weights="uint8", weight_bits=8, **_PLAIN),
 }
 
 

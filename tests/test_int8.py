@@ -7,6 +7,7 @@ everywhere for a quantisation that would give other vectors on some CPU (issue 2
 import dataclasses
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -38,8 +39,8 @@ def vpmaddubsw_matvec(a: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class _SaturatingNet(torch.nn.Module):
-    """A conv whose every output channel has two equal largest weights: at 8 bits both quantise to 127, and
-    255 * (127 + 127) leaves int16."""
+    """A conv whose every output channel has two large weights of one sign: at plain 8 bits they quantise to 127
+    and 76, and 255 * (127 + 76) leaves int16."""
 
     def __init__(self):
         super().__init__()
@@ -48,7 +49,7 @@ class _SaturatingNet(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.mul_(0.1)
             self.conv.weight[:, 0, 0, 0] = 0.5
-            self.conv.weight[:, 1, 0, 0] = 0.5
+            self.conv.weight[:, 1, 0, 0] = 0.3
 
     def forward(self, x):
         x = torch.cat([x, x[:, :1]], dim=1)  # (B, 4, S, S): 4 input channels, as MLAS's int8 conv kernels take
@@ -82,28 +83,38 @@ def test_worst_pair_sum_matches_the_int16_emulation():
 
 
 def test_saturating_quantisation_is_rejected_and_the_package_one_is_portable(tmp_path):
-    """8-bit u8 x s8 weights: the check names the layer and the build refuses them in one line; the package's
-    settings (7-bit weights, 8-bit depthwise) leave no layer that can saturate; uint8 weights cannot either."""
+    """Plain 8-bit u8 x s8 weights: the check names the layer and the build refuses them in one line; the
+    package's settings leave no layer that can saturate, yet keep more than 7 bits (pair-bounded scales: the
+    largest weight of a channel above 64); 7-bit (reduce_range) and uint8 weights cannot saturate either."""
+    from onnx import numpy_helper
+
     from setenc.photos.backbones.onnx import export_onnx
 
     spec = _spec()
     fp32 = export_onnx(spec)
     pixels = int8._calibration_pixels(spec, int8.QUANTISATION)
-    eight = dict(weight_bits=8, depthwise_bits=8)
-    for q, bad in ((_small(**eight), True), (int8.QUANTISATION, False), (_small(weights="uint8", **eight), False)):
+    eight = dict(weight_bits=8, depthwise_bits=8, pair_scales=False)
+    for q, bad in ((_small(**eight), True), (int8.QUANTISATION, False), (_small(weights="uint8", **eight), False),
+                   (_small(weight_bits=7, pair_scales=False), False)):
         out = str(tmp_path / f"{q.tag()}.onnx")
         int8.quantise(fp32, out, pixels, q)
         assert bool(int8.saturating_layers(out)) == bad, q
+        if q == int8.QUANTISATION and q.pair_scales:
+            (conv,) = [w for w in map(numpy_helper.to_array, onnx.load(out).graph.initializer) if w.ndim == 4]
+            assert int8.worst_pair_sum(conv.reshape(len(conv), -1)) <= int8.INT16_MAX and np.abs(conv).max() > 64
     with pytest.raises(SetencError, match="saturate int16 pair sums") as e:
         int8.int8_runtime(int8.int8_spec(spec, _small(**eight)))
     assert "\n" not in str(e.value)
 
 
-def test_package_quantisation_is_seven_bit_where_products_pair():
-    """The shipped settings themselves: 7-bit weights (onnxruntime's reduce_range) for u8 x s8 kernels."""
+def test_package_quantisation_bounds_every_pair():
+    """The shipped settings themselves: u8 x s8 weights are 7-bit or pair-bounded, and the id says which."""
     q = int8.QUANTISATION
-    assert q.weights == "uint8" or q.weight_bits == 7
-    assert "u8s7" in q.tag() and int8.int8_spec(_spec(), q).id.startswith(f"sat:abc:int8-{q.tag()}-")
+    assert q.weights == "uint8" or q.weight_bits == 7 or q.pair_scales
+    assert int8.int8_spec(_spec(), q).id.startswith(f"sat:abc:int8-{q.tag()}-")
+    tags = {int8.Quantisation(weight_bits=8, pair_scales=False).tag(),  # distinct: graphs never share a cache
+            int8.Quantisation(weight_bits=7, pair_scales=False, depthwise_bits=7).tag(), int8.Quantisation().tag()}
+    assert tags == {"qdq-u8s8-pc-percentile", "qdq-u8s7-pc-percentile", "qdq-u8s8p-pc-percentile-dw8"}
 
 
 def test_a_graph_far_from_float_is_one_line_naming_the_cpu(monkeypatch):

@@ -5,14 +5,18 @@ squeeze-excite). Its vectors are not the float ones, so an int8 backbone is a ba
 (`efficientnet-lite0-int8`), id and cache entries, never mixed with float vectors.
 
 Portable by construction: onnxruntime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI)
-multiply with VPMADDUBSW, which adds each PAIR of u8 x s8 products into a saturating int16; with 8-bit weights
-255 * (127 + 127) overflows it and the vectors change with the CPU (issue 25: cosine 0.92 to float on an AVX2
-EPYC, 0.995 on a VNNI one). With 7-bit weights (`reduce_range`, |w| <= 64) no pair can leave int16
-(255 * 128 = 32640), so every x86 kernel (AVX2, AVX-512, VNNI, AMX) computes the same exact int32 sums; ARM's are
-exact too. `saturating_layers` checks that on the graph's real weights, and a graph that fails it is never kept.
-Depthwise convolutions are exempt: their kernels widen u8 and s8 to 32 bits before multiplying (MLAS
-`ConvSymDepthwiseKernelAvx2`, `MlasConvDepthwiseKernelAvx2`). The settings, measured on real photos, are in
-docs/bench_embed.md ("Portable int8"); their short form is in the backbone id.
+multiply with VPMADDUBSW, which adds each PAIR of u8 x s8 products into a saturating int16; with plain 8-bit
+weights 255 * (127 + 127) overflows it and the vectors change with the CPU (issue 25: cosine 0.92 to float on an
+AVX2 EPYC, 0.995 on a VNNI one). onnxruntime's advice, 7-bit weights (`reduce_range`, |w| <= 64), cannot
+overflow (255 * 128 = 32640) but loses accuracy (cosine 0.97). The package instead scales each output channel's
+8-bit weights so that its two largest same-sign weights sum to at most 128 ("pair-bounded", `pair_scales`): no
+pair, however a kernel pairs them, can leave int16, and a channel whose largest weight stands out keeps up to
+8 bits. Depthwise convolutions keep plain 8-bit weights: their kernels widen u8 and s8 to 32 bits before
+multiplying (MLAS `ConvSymDepthwiseKernelAvx2`, `MlasConvDepthwiseKernelAvx2`). So every x86 kernel (AVX2,
+AVX-512, VNNI, AMX) computes the same exact int32 sums, and ARM's are exact too: vectors of one id agree on every
+CPU up to float rounding. `saturating_layers` checks that on the graph's real weights; a graph failing it is
+never kept. The settings were chosen on real photos (docs/bench_embed.md#portable-int8); `Quantisation.tag()`
+puts them in the backbone id.
 
 Calibration needs photos; the package's own synthetic demo photos (`catalogs.demo`, deterministic and offline)
 are used, so every machine builds the same int8 model with nothing downloaded and no user data involved.
@@ -48,7 +52,9 @@ ROLES = ("stem", "head", "pool", "depthwise")  # layers `keep_float` can keep in
 class Quantisation:
     """How a float graph becomes int8; `tag()` (in the backbone id) says it, so graphs never mix."""
 
-    weight_bits: int = 7  # 7 = onnxruntime's `reduce_range`: no u8 x s8 pair sum leaves int16 on any x86 CPU
+    weight_bits: int = 8  # 7 = onnxruntime's `reduce_range` (|w| <= 64): no u8 x s8 pair sum can leave int16
+    pair_scales: bool = True  # 8-bit weights scaled so any two same-sign ones of a channel sum to <= 128 in int8:
+    # no pair sum can leave int16 either, at more precision than 7 bits where a channel's largest weight stands out
     depthwise_bits: int = 8  # depthwise convs keep 8-bit weights: their kernels pair no products in int16
     weights: str = "int8"  # "int8" (u8 x s8 kernels) or "uint8" (u8 x u8: exact everywhere, slow on AVX2)
     per_channel: bool = True  # one weight scale per output channel (else one per tensor)
@@ -64,15 +70,21 @@ class Quantisation:
         bits = {self.weight_bits, self.depthwise_bits}
         if bits - {7, 8} or self.weights not in ("int8", "uint8") or self.method not in METHODS:
             raise SetencError(f"unsupported quantisation {self}")
+        if self.pair_scales and (self.weight_bits != 8 or self.weights != "int8"):
+            raise SetencError("pair_scales bound 8-bit int8 weights; 7-bit or uint8 ones cannot saturate anyway")
+        if self.depthwise_bits < self.weight_bits:
+            raise SetencError("depthwise weights need no fewer bits than the others (their kernels cannot saturate)")
         if self.photos % self.chunk:
             raise SetencError(f"chunk={self.chunk} must divide photos={self.photos}")
         if set(self.keep_float) - set(ROLES):
             raise SetencError(f"keep_float must be among {ROLES}, got {self.keep_float}")
 
     def tag(self) -> str:
-        """e.g. `qdq-u8s7-pc-percentile`: format, activation x weight types and bits, scales, calibration."""
-        w = f"s{self.weight_bits}" if self.weights == "int8" else f"u{self.weight_bits}"
-        keep = "".join(f"-f{r}" for r in self.keep_float) + ("-dw8" if self.depthwise_bits > self.weight_bits else "")
+        """e.g. `qdq-u8s8p-pc-percentile-dw8`: format, activation x weight types and bits (`p`: pair-bounded
+        scales), per-channel or per-tensor scales, calibration, layers kept in float, 8-bit depthwise."""
+        w = f"{'s' if self.weights == 'int8' else 'u'}{self.weight_bits}{'p' if self.pair_scales else ''}"
+        bounded = self.weight_bits == 7 or self.pair_scales  # and depthwise weights not: say so
+        keep = "".join(f"-f{r}" for r in self.keep_float) + ("-dw8" if bounded and self.depthwise_bits == 8 else "")
         return f"{'qdq' if self.qdq else 'qop'}-u8{w}-{'pc' if self.per_channel else 'pt'}-{self.method}{keep}"
 
 
@@ -152,13 +164,18 @@ def _weight_matrices(model) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def worst_pair_sum(weights: np.ndarray) -> int:
-    """Largest |a0 w0 + a1 w1| over u8 activations a and any two weights of one output channel (a row): the
-    int16 pair sum VPMADDUBSW forms, whichever two products a kernel pairs."""
-    w = weights.astype(np.int32)
+def pair_bound(weights: np.ndarray) -> np.ndarray:
+    """(rows,) largest |w0 + w1| over two same-sign weights of each row (one output channel's weights)."""
+    w = weights.astype(np.float64)
     top = np.sort(np.clip(w, 0, None), axis=1)[:, -2:].sum(1)  # two largest positive weights
     bottom = np.sort(np.clip(-w, 0, None), axis=1)[:, -2:].sum(1)  # two most negative
-    return int(U8_MAX * max(top.max(initial=0), bottom.max(initial=0)))
+    return np.maximum(top, bottom)
+
+
+def worst_pair_sum(weights: np.ndarray) -> int:
+    """Largest |a0 w0 + a1 w1| over u8 activations a and any two int8 weights of one output channel (a row):
+    the int16 pair sum VPMADDUBSW forms, whichever two products a kernel pairs."""
+    return int(U8_MAX * pair_bound(weights).max(initial=0))
 
 
 def saturating_layers(model) -> list[str]:
@@ -202,11 +219,25 @@ def _float_nodes(model, roles: tuple[str, ...]) -> list[str]:
 
 
 def _overrides(model, q: Quantisation) -> dict:
-    """onnxruntime `TensorQuantOverrides`: 8-bit depthwise weights where `q.depthwise_bits` asks for them."""
-    if q.depthwise_bits == q.weight_bits:
-        return {}
-    full = {"reduce_range": False, **({"axis": 0} if q.per_channel else {})}
-    return {n.input[1]: [full] for n in model.graph.node if _depthwise(n)}
+    """onnxruntime `TensorQuantOverrides`: 8-bit depthwise weights where `q.depthwise_bits` asks for them;
+    where `q.pair_scales` does, the other conv weights' range (symmetric, so scale = range / 127) is their
+    `pair_bound`, so two same-sign int8 weights of a channel sum to at most 127 + 1 (rounding)."""
+    from onnx import numpy_helper
+
+    init = {t.name: t for t in model.graph.initializer}
+    axis = {"axis": 0} if q.per_channel else {}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.input[1] not in init:
+            continue
+        if _depthwise(node):
+            if q.depthwise_bits > q.weight_bits:
+                out[node.input[1]] = [{"reduce_range": False, **axis}]
+        elif q.pair_scales:
+            w = numpy_helper.to_array(init[node.input[1]])
+            bound = pair_bound(w.reshape(len(w) if q.per_channel else 1, -1))
+            out[node.input[1]] = [{"rmin": -float(r), "rmax": float(r), **axis} for r in np.where(bound > 0, bound, 1)]
+    return out
 
 
 def quantise(fp32: Path, out: str, pixels: np.ndarray, q: Quantisation) -> None:
