@@ -126,3 +126,30 @@ def test_workers_decode_in_subprocesses(tiny_catalog, fake_backbone, tmp_path):
     cat = load_catalog(tiny_catalog)
     r = embed_catalog(cat, fake_backbone, tmp_path / "cache", progress=False, num_workers=2, batch_size=4)
     assert r.embedded == 12
+
+
+def test_embed_script_fills_exactly_what_train_script_needs(tmp_path):
+    """`embed.py --catalog X` asks the recipe (the one place that decides) for the backbone and photo variants that
+    `train.py --catalog X` will use, so training then embeds nothing."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO, paired_catalog, script_env
+
+    pytest.importorskip("pytorch_lightning")
+    catalog = paired_catalog(tmp_path / "cat", 8, 2, seed=5)
+    env = script_env(tmp_path / "cache")
+
+    def run(script: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--catalog", str(catalog),
+                               "--runtime", "torch", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    embedded = run("embed.py")
+    assert "[recipe] backbone=" in embedded and "[recipe] tta=" in embedded
+    assert re.search(r"x 2 views \(vectors\): 0 cached, 32 embedded", embedded), embedded  # 16 photos + a variant
+    trained = run("train.py", "--out", str(tmp_path / "runs"), "--fast_dev_run", "true", "--progress", "false")
+    assert re.search(r"\[embed\] .*: 32 cached, 0 embedded", trained), trained
