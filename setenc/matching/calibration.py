@@ -188,7 +188,8 @@ def crossfit(S: np.ndarray, labels: Sequence[Hashable], ids: Sequence[str], prod
              precisions: Sequence[float] = PRECISIONS) -> dict:
     """Fit on half the groups, measure on the other half and the reverse: each map's expected calibration error,
     and at each stated precision the pairwise precision / recall of the threshold and of its clusters
-    (`setenc.matching.clusters`: `cluster_*` average linkage, `components_*` connected components) on the unseen half. Means of the two directions; {} when a half has no pair."""
+    (`setenc.matching.clusters`: `cluster_*` average linkage, `components_*` connected components) on the unseen
+    half. Means of the two directions; {} when a half has no pair."""
     labels = np.asarray(labels, dtype=object).astype(str)
     key = labels if products else np.asarray(ids, dtype=object).astype(str)
     half = np.array([hash_bucket(k, 7) < 0.5 for k in key])
@@ -263,7 +264,8 @@ def _mean_dicts(runs: list[dict]) -> dict:
     return out
 
 
-def check_catalog(cal: Calibration, vectors: np.ndarray, catalog: Catalog, png: str | os.PathLike | None = None) -> dict:
+def check_catalog(cal: Calibration, vectors: np.ndarray, catalog: Catalog,
+                  png: str | os.PathLike | None = None) -> dict:
     """A checkpoint's calibration on scored articles, for an evaluation report: its summary, the expected calibration
     error of its map on these articles' pairs (in-sample where they are the articles it was fitted on: the
     cross-fitted errors in the summary are the held-out ones), and a reliability diagram at `png`."""

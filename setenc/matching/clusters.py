@@ -33,6 +33,7 @@ class Clustering:
 
     labels: np.ndarray  # (N,) int
     weakest: np.ndarray  # (C,) float
+    pairs: int = 0  # candidate pairs at or above the threshold it was built from
 
     def groups(self) -> list[np.ndarray]:
         """Article rows of each cluster."""
@@ -123,7 +124,9 @@ def cluster(edges: Edges, n: int, threshold: float, method: str = "average") -> 
     i, j, s = (np.asarray(e) for e in edges)
     keep = s >= threshold
     i, j, s = i[keep], j[keep], s[keep]
-    return _components(i, j, s, n) if method == "components" else _average(i, j, s, n, threshold)
+    out = _components(i, j, s, n) if method == "components" else _average(i, j, s, n, threshold)
+    out.pairs = len(s)
+    return out
 
 
 def _components(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> Clustering:

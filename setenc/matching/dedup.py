@@ -51,8 +51,9 @@ def match_catalog(encoder: SetEncoder, catalog: Catalog, out: str | os.PathLike,
     kept = catalog.subset(ids, name=catalog.name)
     threshold = cal.threshold(precision, len(ids))
     if not np.isfinite(threshold):
-        raise SetencError(f"no score threshold reaches a pairwise precision of {precision} on the checkpoint's held-out "
-                          f"articles; ask for a lower --precision (its thresholds: {cal.thresholds(len(ids))})")
+        raise SetencError(f"no score threshold reaches a pairwise precision of {precision} on the checkpoint's "
+                          f"held-out articles; ask for a lower --precision (its thresholds: "
+                          f"{cal.thresholds(len(ids))})")
     result = cluster_vectors(vecs, threshold, method)
     probs = cal.probability(result.weakest, len(ids))
     report = {"catalog": catalog.name, "articles": len(ids), "dropped": dropped, "precision": precision,
@@ -64,8 +65,8 @@ def match_catalog(encoder: SetEncoder, catalog: Catalog, out: str | os.PathLike,
         truth = [g if g is not None else f"\0{a.id}" for g, a in zip(groups, kept.articles)]
         report["whole_catalogue"] = pair_counts(result.labels, truth)
         if compare:
-            report["heldout"] = heldout_comparison(encoder, catalog, kept, vecs, [photos.set(r) for r in range(len(ids))],
-                                                   precision, cal.products)
+            sets = [photos.set(r) for r in range(len(ids))]
+            report["heldout"] = heldout_comparison(encoder, catalog, kept, vecs, sets, precision, cal.products)
     _write(Path(out), ids, result, probs, report)
     return report
 
@@ -92,7 +93,8 @@ def heldout_articles(encoder: SetEncoder, catalog: Catalog, kept: Catalog) -> tu
     if name is None:
         return np.zeros(0, np.int64), "none (the checkpoint trained on every article of this catalogue)"
     rows = {a: r for r, a in enumerate(kept.ids)}
-    return np.array([rows[a] for a in parts[name].ids]), f"the checkpoint's {name} split (split seed {info['split_seed']})"
+    which = f"the checkpoint's {name} split (split seed {info['split_seed']})"
+    return np.array([rows[a] for a in parts[name].ids]), which
 
 
 def heldout_comparison(encoder: SetEncoder, catalog: Catalog, kept: Catalog, vecs: np.ndarray, sets: list[np.ndarray],

@@ -48,8 +48,9 @@ def photo_pairs(a: np.ndarray, b: np.ndarray, how: str = "linear", per_photo: in
         rows, cols, sims = create_matcher("linear").pairs(S)
         found = list(zip(rows.tolist(), cols.tolist(), sims.tolist()))
     else:
-        found = {(i, int(S[i].argmax())) for i in range(len(S))} | {(int(S[:, j].argmax()), j) for j in range(S.shape[1])}
-        found = [(i, j, float(S[i, j])) for i, j in found]
+        best_cols = {(i, int(S[i].argmax())) for i in range(len(S))}
+        best_rows = {(int(S[:, j].argmax()), j) for j in range(S.shape[1])}
+        found = [(i, j, float(S[i, j])) for i, j in best_cols | best_rows]
     best: dict[tuple[int, int], float] = {}
     for i, j, v in found:  # rows of one photo (elements TTA) collapse to that photo's best
         key = (i // per_photo, j // per_photo)
@@ -80,5 +81,6 @@ def pairs_png(pairs: Sequence[PhotoPair], a_photos: Sequence, b_photos: Sequence
 
 def describe(pair: dict) -> str:
     """One line for a terminal: `SetIndex.pair`'s probability (or cosine) and its photo pairs, best first."""
-    head = f"P(same) {pair['probability']:.3f}" if pair.get("probability") is not None else f"cosine {pair['score']:.3f}"
+    known = pair.get("probability") is not None
+    head = f"P(same) {pair['probability']:.3f}" if known else f"cosine {pair['score']:.3f}"
     return f"{head}; photo pairs " + ", ".join(f"{p['a']}-{p['b']} {p['cosine']:.3f}" for p in pair["pairs"])
