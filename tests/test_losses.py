@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from setenc.plumbing.errors import SetencError
-from setenc.training.losses import InfoNCE, SupConLoss, create_loss, list_losses
+from setenc.training.losses import InfoNCE, MultiSimilarityLoss, SupConLoss, create_loss, list_losses
 
 
 def dot(u, v):
@@ -46,6 +46,21 @@ def ref_supcon(z, labels, t):
     return sum(losses) / len(losses)
 
 
+def ref_multi_similarity(z, labels, alpha, beta, base, margin):
+    """Wang et al. 2019 eq. 5 with their mining (eq. 3-4), one anchor at a time; the mean over every anchor."""
+    z = z.tolist()
+    total = 0.0
+    for i in range(len(z)):
+        s = [dot(z[i], z[j]) for j in range(len(z))]
+        pos = [j for j in range(len(z)) if j != i and labels[j] == labels[i]]
+        neg = [j for j in range(len(z)) if labels[j] != labels[i]]
+        kept_neg = [j for j in neg if pos and s[j] + margin > min(s[p] for p in pos)]
+        kept_pos = [j for j in pos if neg and s[j] - margin < max(s[n] for n in neg)]
+        total += math.log(1 + sum(math.exp(-alpha * (s[j] - base)) for j in kept_pos)) / alpha
+        total += math.log(1 + sum(math.exp(beta * (s[j] - base)) for j in kept_neg)) / beta
+    return total / len(z)
+
+
 def unit(n, e=6, seed=0):
     return F.normalize(torch.randn(n, e, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
@@ -72,6 +87,33 @@ def test_supcon_matches_loop_reference(t, labels):
     z = unit(8, seed=3)
     got = SupConLoss(temperature=t).pooled(z, torch.tensor(labels))
     assert got.item() == pytest.approx(ref_supcon(z, labels, t), rel=1e-5)
+
+
+@pytest.mark.parametrize("params", [(2.0, 50.0, 0.5, 0.1), (1.0, 10.0, 0.2, 0.3), (2.0, 40.0, 0.0, 0.0)])
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 2, 2, 0, 3], [1, 1, 1, 1, 1, 1, 1, 1], [0, 1, 2, 3, 4, 5, 6, 7]])
+def test_multi_similarity_matches_loop_reference(params, labels):
+    z = unit(8, seed=3)
+    got = MultiSimilarityLoss(*params).pooled(z, torch.tensor(labels))
+    assert got.item() == pytest.approx(ref_multi_similarity(z, labels, *params), rel=1e-5, abs=1e-7)
+
+
+def test_multi_similarity_two_views_and_hand_computed():
+    a, b = unit(6, seed=30), unit(6, seed=31)
+    loss = MultiSimilarityLoss()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert loss(a, b, labels).item() == pytest.approx(loss.pooled(torch.cat([a, b]), labels.repeat(2)).item())
+    assert loss(a, b).item() == pytest.approx(loss.pooled(torch.cat([a, b]), torch.arange(6).repeat(2)).item())
+    # two tight, opposite classes: no pair is hard, nothing is mined, nothing to pay
+    tight = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    out = loss.pooled(tight, torch.tensor([0, 0, 1, 1]))
+    out.backward()
+    assert out.item() == 0.0 and torch.equal(tight.grad, torch.zeros_like(tight))
+    # anchor 0 (1, 0): positive (0, 1) at s = 0, negative (1, 0) at s = 1; anchor 1: both at s = 0; anchor 2 has no
+    # positive, so none of its negatives is mined
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    pos = math.log(1 + math.e) / 2
+    want = (pos + math.log(1 + math.exp(25)) / 50 + pos + math.log(1 + math.exp(-25)) / 50) / 3
+    assert loss.pooled(z, torch.tensor([0, 0, 1])).item() == pytest.approx(want, rel=1e-6)
 
 
 def test_supcon_without_positives_is_zero_with_grad():
@@ -122,10 +164,15 @@ def test_gradients_are_finite_with_masked_labels():
 
 
 def test_registry_and_bad_inputs():
-    assert list_losses() == ["infonce", "supcon"]
+    assert list_losses() == ["infonce", "supcon", "ms"]
     assert isinstance(create_loss("supcon", temperature=0.1), SupConLoss)
-    with pytest.raises(SetencError, match="known: infonce, supcon"):
+    assert isinstance(create_loss("ms", beta=40.0), MultiSimilarityLoss)
+    with pytest.raises(SetencError, match="known: infonce, supcon, ms"):
         create_loss("triplet")
+    with pytest.raises(SetencError, match="has no option temperature"):
+        create_loss("ms", temperature=0.05)
+    with pytest.raises(SetencError, match="alpha"):
+        MultiSimilarityLoss(alpha=0.0)
     with pytest.raises(SetencError, match="temperature"):
         InfoNCE(temperature=0.0)
     with pytest.raises(SetencError, match="max_scale"):
@@ -136,7 +183,7 @@ def test_registry_and_bad_inputs():
         InfoNCE()(unit(3), unit(4))
 
 
-@pytest.mark.parametrize("name", ["infonce", "supcon"])
+@pytest.mark.parametrize("name", ["infonce", "supcon", "ms"])
 def test_every_loss_takes_two_views_and_optional_labels(name):
     a, b = unit(6, seed=20), unit(6, seed=21)
     loss = create_loss(name)

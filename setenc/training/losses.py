@@ -3,7 +3,9 @@
 One call shape for every loss: `loss(a, b, labels=None)` — row i of `a` and row i of `b` are the two views of one
 positive pair, and `labels` (optional, (B,)) says which rows belong to the same group, so same-group rows are never
 treated as negatives. `InfoNCE` contrasts each view with the other side's rows; `SupConLoss` pools both views into
-one batch and treats every same-label item as a positive, for when groups give several positives per anchor.
+one batch and treats every same-label item as a positive, for when groups give several positives per anchor;
+`MultiSimilarityLoss` pools them the same way but weighs each pair by how hard it is (a fixed similarity threshold,
+not a softmax over the batch).
 """
 
 from __future__ import annotations
@@ -110,9 +112,66 @@ class SupConLoss(ContrastiveLoss):
         return -mean_log_prob_pos.mean()
 
 
-LOSSES: Registry[ContrastiveLoss] = Registry("loss")
+class MultiSimilarityLoss(nn.Module):
+    """Multi-Similarity loss with its pair mining (Wang et al., CVPR 2019), on both views pooled as in SupCon.
+
+    Each anchor keeps the negatives more similar than its hardest positive minus `margin` and the positives less
+    similar than its hardest negative plus `margin`, then pays (1/alpha)·log(1 + Σ_pos e^{-alpha(s - base)}) +
+    (1/beta)·log(1 + Σ_neg e^{beta(s - base)}); the mean is over every anchor (pytorch-metric-learning's
+    MultiSimilarityLoss + MultiSimilarityMiner, defaults alike). Unlike a softmax, `base` is an absolute similarity
+    threshold, so trained products are also pushed apart from what they are not in absolute terms, which is what a
+    query meets in a gallery that holds every product (docs/bench_heads.md, round 9b).
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, margin: float = 0.1):
+        super().__init__()
+        if not (alpha > 0 and beta > 0 and margin >= 0):
+            raise SetencError(f"MultiSimilarityLoss: alpha={alpha} and beta={beta} must be > 0, margin={margin} >= 0")
+        self.alpha, self.beta, self.base, self.margin = alpha, beta, base, margin
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the 2B anchors of both views; row i of `a` and of `b` always share a label.
+
+        Args:
+            a: (B, E) embeddings of the first views, L2-normalised.
+            b: (B, E) embeddings of the second views, L2-normalised.
+            labels: optional (B,) group ids; without them each pair is its own class.
+        """
+        if a.dim() != 2 or a.shape != b.shape:
+            raise ValueError(f"MultiSimilarityLoss: a and b must both be (B, E), got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
+        if labels is None:
+            labels = torch.arange(a.shape[0], device=a.device)
+        _check_labels(labels, a.shape[0], "MultiSimilarityLoss")
+        return self.pooled(torch.cat([a, b]), torch.cat([labels, labels]))
+
+    def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss on one batch `z (M, E)` with labels `(M,)`; an anchor with nothing mined adds 0."""
+        _check_labels(labels, z.shape[0], "MultiSimilarityLoss")
+        s = z @ z.T  # (M, M) cosine similarities
+        same = labels[:, None] == labels[None, :]
+        pos = same & ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+        neg = ~same
+        with torch.no_grad():  # mining picks pairs; the gradient flows through the kept similarities only
+            hardest_pos = s.masked_fill(~pos, float("inf")).amin(dim=1, keepdim=True)  # (M, 1)
+            hardest_neg = s.masked_fill(~neg, float("-inf")).amax(dim=1, keepdim=True)
+        pos = pos & (s - self.margin < hardest_neg)
+        neg = neg & (s + self.margin > hardest_pos)
+        pos_term = _log1p_sum_exp(-self.alpha * (s - self.base), pos) / self.alpha  # (M,)
+        neg_term = _log1p_sum_exp(self.beta * (s - self.base), neg) / self.beta
+        return (pos_term + neg_term).mean()
+
+
+def _log1p_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """log(1 + Σ_j keep_ij · e^{x_ij}) per row, stable for large x (a row with nothing kept gives 0)."""
+    x = torch.cat([torch.zeros_like(x[:, :1]), x.masked_fill(~keep, float("-inf"))], dim=1)  # the 1 as e^0
+    return x.logsumexp(dim=1)
+
+
+LOSSES: Registry[nn.Module] = Registry("loss")
 LOSSES.register("infonce", InfoNCE)
 LOSSES.register("supcon", SupConLoss)
+LOSSES.register("ms", MultiSimilarityLoss)
 
 
 def list_losses() -> list[str]:
@@ -120,6 +179,6 @@ def list_losses() -> list[str]:
     return LOSSES.names()
 
 
-def create_loss(name: str, **kw) -> ContrastiveLoss:
+def create_loss(name: str, **kw) -> nn.Module:
     """Build a loss by name, e.g. `create_loss("infonce", temperature=0.05, learnable=True)`."""
     return LOSSES.create(name, **kw)
