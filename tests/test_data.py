@@ -77,6 +77,20 @@ def test_subset_mode_pairs_are_disjoint_photos_of_one_article():
             assert set(a[:, 0]) == set(b[:, 0]) and not set(a[:, 1]) & set(b[:, 1])
 
 
+def test_label_free_catalogue_trains_on_two_subsets_each_its_own_label():
+    """No group, no pairs.csv (a user without labels): `auto` falls back to two disjoint subsets of one article, and
+    every article is its own label, so no two articles are ever treated as one product."""
+    cat = _catalog([None, None, None, None], [4, 2, 1, 3])
+    ds = PairDataset(_sets([4, 2, 1, 3]), cat, mode="auto", dropout=0)
+    assert ds.anchors == [0, 1, 3]  # a one-photo article cannot be split into two
+    assert len(set(ds.labels)) == 4
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        for k, i in enumerate(ds.anchors):
+            a, b, y = ds[k]
+            assert set(a[:, 0]) == set(b[:, 0]) == {i} and not set(a[:, 1]) & set(b[:, 1]) and y == ds.labels[i]
+
+
 def test_explicit_pairs():
     cat = _catalog([None, None, None], [1, 1, 1], pairs=[("a0", "a2")])
     ds = PairDataset(_sets([1, 1, 1]), cat, mode="pairs")
