@@ -1,6 +1,7 @@
 """Compare learned heads with the matching baselines on held-out articles: writes report.md, report.json, PNGs.
 
-`python scripts/evaluate.py --checkpoint checkpoints/RUN/best.pt --catalog PATH --out reports/NAME`
+`python scripts/evaluate.py --checkpoint checkpoints/RUN/best.pt --catalog PATH` writes reports/local/CATALOG/
+(git-ignored; --out elsewhere) and prints the table and the folder.
 Without --checkpoint: the parameter-free rows alone (mean, chamfer, recursive, linear, ordered).
 `--text tfidf` (or clip-text, minilm) adds title-only and photos + title rows, the photo weight tuned off the scored
 articles, and writes each fused encoder to OUT/fused/ (docs/titles.md).
@@ -11,12 +12,14 @@ from pathlib import Path
 
 from setenc.plumbing.cli import catalog_arg, run_main
 
+LOCAL = "reports/local"  # where reports go unless --out says otherwise: git-ignored, never the committed reports/*
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", nargs="*", default=[], help="trained heads (best.pt or .ckpt), one row each")
     p.add_argument("--catalog", default=None, help="manifest or folder; default: the demo catalog")
-    p.add_argument("--out", default="reports/eval", help="report folder")
+    p.add_argument("--out", default=None, help=f"report folder (default: {LOCAL}/<catalog name>, git-ignored)")
     p.add_argument("--backbone", default=None, help="backbone when no checkpoint names one (default efficientnet-lite0)")
     p.add_argument("--model", default=None, help="hub id / local folder for the clip and hf backbones")
     p.add_argument("--cache", default=None, help="embedding-cache root (default: $SETENC_CACHE/embeddings)")
@@ -77,12 +80,20 @@ def main() -> None:
         kw = {"model": args.model} if args.model else {}
         backbone = create_backbone(args.backbone or "efficientnet-lite0", **kw)
     catalog = catalog if catalog is not None else catalog_arg(args.catalog)
+    out = Path(args.out or Path(LOCAL) / catalog.name)
     report = evaluate_catalog(catalog, backbone, args.cache or cache_dir("embeddings"), encoders,
-                              args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, args.out,
+                              args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, out,
                               not args.no_pictures, text=args.text, text_options=text_options, tta=args.tta)
-    print(markdown_report(report))
+    print(markdown_report({k: v for k, v in report.items() if k != "pictures"}))  # image links: in the file
     for line in report["skipped_photos"]:
         print(line)
+    for name, enc in encoders.items():
+        if args.text and enc.head.titles is not None:
+            print(f"{name}: a learned fusion (its head reads each title), so no fused copy of it is written: export "
+                  "its checkpoint as it is")
+    written = ["report.md", "report.json", *report.get("pictures", []),
+               *[f"fused/{Path(p).name}" for p in report.get("text", {}).get("checkpoints", {}).values()]]
+    print(f"wrote {out}/: {', '.join(written)}")
 
 
 if __name__ == "__main__":

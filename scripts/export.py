@@ -75,7 +75,9 @@ def main() -> None:
                      checkpoint_path=args.checkpoint, update=args.update, shards=args.shards)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
     photos = f", {m['photos']['count']} photo vectors" if m.get("photos") else ", no photo vectors"
-    fusion = f" + titles ({m['fusion']['text']}, w={m['fusion']['weight']})" if m.get("fusion") else ""
+    fusion = f" + titles ({m['fusion']['text']}, w={m['fusion']['weight']})" if m.get("fusion") else \
+        f" + titles ({encoder.text.id}: a learned fusion, the head reads each article's title)" \
+        if getattr(encoder.head, "titles", None) is not None else ""
     keys = f", metadata {', '.join(m['metadata']['keys'])}" if m.get("metadata") and m["metadata"]["keys"] else ""
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}){photos}, {m['dim']}-d {m['dtype']}, index "
           f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}{fusion}{keys}, "

@@ -1,12 +1,15 @@
 """Train a set head: `python scripts/train.py` (the embedded demo default) or `--catalog PATH`.
 
 Every config field is a flag (`--lr 3e-4`), dict fields key by key (`--head_kwargs.out_dim 256`);
-`--config FILE` loads a YAML config first (see configs/).
+`--config FILE` loads a YAML config first (see configs/). A run is written into `<out>/<run>.unfinished/` and renamed
+to `<out>/<run>/` when it ends: the same command again reuses the finished run, or resumes the unfinished one.
 """
 
 import argparse
 
 from setenc.plumbing.cli import run_main
+
+TRAIN_EXTRA = {"pytorch_lightning", "lightning", "lightning_fabric", "lightning_utilities", "torchmetrics"}
 
 
 def main() -> None:
@@ -22,9 +25,16 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue the run from its last.ckpt")
     add_config_args(p)
     ns, extra = p.parse_known_args()
-    cfg = load_config(default_config(ns.config), parse_overrides(ns, extra))
+    try:  # the base install has no Lightning: one line saying which extra, before any other work
+        from setenc.training.run import summary_lines, train
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        from setenc.plumbing.errors import SetencError
 
-    from setenc.training.run import summary_lines, train
+        install = 'pip install "setenc[train]"'
+        raise SetencError(f"training needs the [train] extra ({e.name} is not installed): {install}") from None
+    cfg = load_config(default_config(ns.config), parse_overrides(ns, extra))
 
     result = train(cfg, resume=ns.resume)
     print("\n".join(summary_lines(result)))

@@ -127,10 +127,10 @@ def reference_run(env, catalog, tmp_path_factory) -> Path:
 @pytest.mark.slow  # ~2 min: three training runs
 def test_train_killed_midway_resumes_to_the_same_result(env, catalog, reference_run, tmp_path):
     proc = start(env, *train_args(catalog, tmp_path, EPOCHS))
-    wait_for(lambda: last_epoch(tmp_path / "r" / "last.ckpt") >= 2, proc)
+    wait_for(lambda: last_epoch(tmp_path / "r.unfinished" / "last.ckpt") >= 2, proc)  # a run writes there until done
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 2 <= last_epoch(tmp_path / "r" / "last.ckpt") < EPOCHS - 1
+    assert 2 <= last_epoch(tmp_path / "r.unfinished" / "last.ckpt") < EPOCHS - 1
     finish(start(env, *train_args(catalog, tmp_path, EPOCHS), "--resume"))
     got = json.loads((tmp_path / "r" / "result.json").read_text())
     want = json.loads((reference_run / "result.json").read_text())

@@ -1,7 +1,9 @@
 """The held-out comparison: every learned head and every matcher, on the same articles, the same protocols.
 
-Which articles: the catalog's test split when a checkpoint was trained on this catalog (same split settings,
-so nothing trained on is scored), else the whole catalog (a catalogue the heads never saw). The matchers'
+Which articles: those no checkpoint trained or validated on, by the record each checkpoint keeps of its training
+articles (ids and photo content hashes, `evaluation.heldout`), wherever the catalogue lives; the report counts the
+ones left out. A checkpoint older than that record is judged as before: the catalog's test split when it was
+trained on this catalog (same name and ids, same split settings), else the whole catalog. The matchers'
 `s` / `m` are tuned on the validation split when there is one. One row per (method, protocol):
 Recall@1/5/10, MAP@R and milliseconds per query (for a head: encoding the query set and ranking the
 pre-encoded gallery; for a matcher: scoring the query set against every gallery set).
@@ -23,6 +25,8 @@ import torch
 from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
+from setenc.evaluation.heldout import (SEEN, PhotoHashes, final_checkpoint_error, overlap, read_hashes,
+                                      split_by_record)
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
 from setenc.evaluation.protocols import (MEANING, METRICS, PROTOCOLS, Protocol, full_gallery_protocols,
                                          make_protocols, result_row)
@@ -31,6 +35,7 @@ from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.matching.calibration import check_catalog, report_lines
 from setenc.photos import photo_sets
+from setenc.photos.cache import EmbeddingCache
 from setenc.photos.tta import TTA, with_tta
 from setenc.heads.sets import pad_sets
 from setenc.titles.encoders import create_text_encoder
@@ -58,14 +63,19 @@ def matcher_scores(matcher, p: Protocol) -> np.ndarray:
     return pairwise_scores(matcher, qx, qm, gx, gm, qv, gv).numpy()
 
 
-def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) -> tuple[Catalog, Catalog | None, str]:
+def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str,
+                 photo_hashes: PhotoHashes = read_hashes) -> tuple[Catalog, Catalog | None, str]:
     """(articles to score, articles to tune matchers on or None, a sentence saying which and why).
 
     Matchers are tuned on the validation split, or on the training split when the run had none. A test split
     with no articles (a checkpoint trained on every article) is an error that says what to do, never an empty table.
+    `photo_hashes`: the photos' content hashes (the embedding cache's `hashes` saves reading them again).
     """
     if split not in ("auto", "test", "all"):
         raise SetencError(f"split must be auto, test or all, got {split!r}")
+    records = [e.training_info[SEEN] for e in encoders.values() if SEEN in e.training_info]
+    if records:
+        return split_by_record(catalog, encoders, split, overlap(catalog, records, photo_hashes))
     trained = [e for e in encoders.values() if e.training_info.get("catalog") == catalog_key(catalog)]
     if split == "all" or (split == "auto" and not trained):
         if not trained:
@@ -81,15 +91,14 @@ def choose_split(catalog: Catalog, encoders: dict[str, SetEncoder], split: str) 
         fractions = list(info.get("split", []))
         heldout = next((e.metrics.get("heldout") for e in trained if e.metrics.get("heldout")), None)
         if heldout and "test/group" in heldout:
-            m = heldout["test/group"]
-            raise SetencError(f"{catalog.name}: this is a final checkpoint trained on every article, so nothing here is "
-                              f"held out; its recipe was judged on {heldout['run_dir']}: group R@1 {m['recall@1']:.3f}, "
-                              f"MAP@R {m['map@r']:.3f}. Evaluate it on another catalogue, or that run's checkpoint here")
+            raise final_checkpoint_error(catalog, heldout)
         raise SetencError(f"{catalog.name}: the test split holds no article (the head was trained with split "
                           f"{fractions or 'default'}: nothing was held out); evaluate it on another catalogue, or pass "
                           "--split all to score every article (optimistic: the head saw them)")
     tune_on = parts["val"] if len(parts["val"]) else parts["train"]  # never the test articles (as in the sweeps)
-    return parts["test"], tune_on, f"test split ({len(parts['test'])} articles held out from training)"
+    old = "; the checkpoint predates the record of its training articles, so held out is judged by this catalogue's " \
+        "name and ids" if encoders else ""
+    return parts["test"], tune_on, f"test split ({len(parts['test'])} articles held out from training){old}"
 
 
 def _parts(catalog: Catalog, info: dict) -> dict[str, Catalog]:
@@ -186,7 +195,8 @@ def evaluate_catalog(
     if text is not None:
         check_titles(catalog)  # before any work: a catalogue without titles is a one-line error
         text_encoder = create_text_encoder(text, **(text_options or {}))
-    test, val, why = choose_split(catalog, encoders, split)
+    hashes = EmbeddingCache(cache_root, backbone.id, backbone.dim).hashes  # content hashes, stat-cached
+    test, val, why = choose_split(catalog, encoders, split, hashes)
     rest = catalog.subset(set(catalog.ids) - set(test.ids), name=f"{catalog.name}-rest") if len(test) < len(catalog) \
         else None  # held-out articles are also searched among the rest of the catalogue (`group-all`)
     if text is not None and val is None:
@@ -218,7 +228,7 @@ def evaluate_catalog(
     blocks = {name: len(e.head.classes) for name, e in encoders.items() if e.head.classes}  # class blocks' widths
     report = {"catalog": catalog.name, "articles": len(kept), "dropped_articles": dropped, "backbone": backbone.id,
               "tta": str(tta),
-              **({"classes": blocks} if blocks else {}),
+              **({"classes": blocks} if blocks else {}), "heads": list(encoders),
               "split": why, "tuned": {k: v for k, v in tuned.items()}, "tuned_on": val.name if tuned else None,
               "embedding": report_embed.summary(), "skipped_photos": report_embed.skipped_lines(),
               "rows": rows, **({"text": text_info} if text_info else {})}
@@ -278,6 +288,7 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {r['protocol']} | {r['method']} | {cells} | {r['ms_per_query']:.2f} | {r['queries']} | "
                      f"{r['gallery']} |")
     lines += ["", "Protocols:"] + [f"- `{p}`: {MEANING[p]}" for p in dict.fromkeys(r["protocol"] for r in report["rows"])]
+    lines += _method_lines(report)
     lines += ["", "R@K: share of queries with a hit in the top K; MAP@R: mean average precision at R (R = the query's "
               "number of hits); (lo–hi): its 95% interval, a seeded bootstrap over the queries (which queries were "
               "drawn, not how training went); ms/query: scoring one query against the whole gallery."]
@@ -300,6 +311,23 @@ def _anecdote_lines(rows: list[dict]) -> list[str]:
     counts = ", ".join(f"`{p}` {n} quer{'y' if n == 1 else 'ies'}" for p, n in few.items())
     return [f"- **anecdotes, not measurements**: {counts} (fewer than {ANECDOTE}); the intervals show how little "
             "they pin down — score more articles"]
+
+
+def _method_lines(report: dict) -> list[str]:
+    """What each method of the table is: the learned heads, and each matcher with its options in words."""
+    methods = dict.fromkeys(r["method"] for r in report["rows"])
+    heads = [m for m in report.get("heads", []) if m in methods]
+    matchers = [m for m in methods if m in list_matchers()]
+    lines = ["", "Methods (S: the photo-by-photo cosine matrix of two articles):"]
+    lines += [f"- `{h}`: the learned set head of a checkpoint (each photo vector through trained weights, pooled "
+              "into one vector per article; trained on other articles than these)" for h in heads]
+    for name in matchers:
+        m = create_matcher(name)
+        lines.append(f"- `{name}` (a matcher, nothing trained): {type(m).__doc__.strip().splitlines()[0]}")
+    if any(create_matcher(n).tunable for n in matchers):
+        lines.append("- `s`: the similarity below which a matched photo pair is not counted; `m`: at most the m best "
+                     "matched pairs count (None: no threshold / no limit)")
+    return lines if heads or matchers else []
 
 
 def _text_lines(info: dict | None) -> list[str]:
@@ -331,7 +359,7 @@ def _pictures(out: Path, sets, catalog: Catalog, encoders, rows, scores) -> list
             s = scores[(method, "group")][qi].copy()
             if p.exclude is not None and p.exclude[qi] >= 0:
                 s[p.exclude[qi]] = -np.inf
-            top = np.argsort(-s, kind="stable")[:5]
+            top = [j for j in np.argsort(-s, kind="stable") if np.isfinite(s[j]) and p.g_ids[j] != p.q_ids[qi]][:5]
             hits = [(p.g_ids[j], list(arts[p.g_ids[j]].images), float(s[j]), p.g_labels[j] == p.q_labels[qi])
                     for j in top]
             grid.append((f"{method}: {p.q_ids[qi]}", list(arts[p.q_ids[qi]].images), hits))

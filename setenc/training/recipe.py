@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from setenc.catalogs import Catalog
+from setenc.catalogs import Catalog, split_catalog
 from setenc.photos.backbones import BACKBONES
 from setenc.training.config import TrainConfig
 
@@ -46,6 +46,11 @@ class CatalogStats:
     def groups_are_classes(self) -> bool:
         """Many articles a group: groups are classes (articleType), not products."""
         return self.mean_group >= CLASS_GROUPS
+
+
+def train_articles(catalog: Catalog, cfg: TrainConfig) -> int:
+    """The articles the run's split trains on (hashed ids: not the fraction times the count)."""
+    return len(split_catalog(catalog, tuple(cfg.split), by=cfg.split_by, seed=cfg.split_seed)["train"])
 
 
 def scheduled_steps(steps: int, n_train: int, batch_size: int) -> int:
@@ -94,7 +99,7 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
     if out.split is None:
         large = s.articles * LARGE_SPLIT[0] >= LARGE
         out.split = list(LARGE_SPLIT if large else ARTICLE_SPLIT if out.split_by == "article" else PRODUCT_SPLIT)
-        why.append(f"split={out.split}: ~{s.articles * out.split[0]:.0f} training articles " + (
+        why.append(f"split={out.split}: {train_articles(catalog, out)} training articles " + (
             f"(>= {LARGE}: a validation split picks the best epoch and stops early)" if large else
             f"(< {LARGE}: no validation split — every non-test article trains, a fixed schedule runs to its end "
             "and its last epoch is kept: docs/training.md#split-validation-and-schedule)"))
@@ -103,13 +108,17 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
             out.epochs = LARGE_EPOCHS
             why.append(f"epochs={out.epochs} at most, early stopping on {out.monitor} (patience {out.patience})")
         else:
-            n_train = round(s.articles * out.split[0])
+            n_train = round(s.articles * out.split[0])  # the schedule's estimate, as measured (docs/bench_heads.md)
             steps_per_epoch = n_train // out.batch_size if n_train > out.batch_size else 1  # the loader drops the last
             steps = scheduled_steps(out.steps, n_train, out.batch_size)
             out.epochs = math.ceil(steps / steps_per_epoch)
-            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, ~{steps} optimiser steps in all" + (
-                "" if steps == out.steps else f" (fewer training articles than a batch of {out.batch_size}: "
-                f"steps={out.steps} scaled down in proportion; docs/training.md#split-validation-and-schedule)"))
+            n_train = train_articles(catalog, out)  # the steps said are the run's own, from its split's count
+            steps_per_epoch = n_train // out.batch_size if n_train > out.batch_size else 1
+            why.append(f"epochs={out.epochs}: {steps_per_epoch} step(s) an epoch, {out.epochs * steps_per_epoch} "
+                       "optimiser steps in all" + ("" if steps == out.steps else
+                                                   f" (fewer training articles than a batch of {out.batch_size}: "
+                                                   f"steps={out.steps} scaled down in proportion; "
+                                                   "docs/training.md#split-validation-and-schedule)"))
     if out.classes is None:
         out.classes = photo_classes(out, s)
         why.append(f"classes={str(out.classes).lower()}: " + (

@@ -2,6 +2,9 @@
 
 Writes into `cfg.out/<run>/`: `config.yaml`, `last.ckpt` (to resume), `best.ckpt` (Lightning), `best.pt` (the
 inference checkpoint for `SetEncoder.from_pretrained`), `result.json` (held-out metrics), `logs/metrics.csv`.
+The run is written into `<run>.unfinished/` and renamed to `<run>/` when it ends, so a `best.pt` is always a finished
+run's, and a run stopped part-way never leaves its `last.ckpt` beside an older run's `best.pt`. The same command again
+reuses the finished run, or resumes the unfinished one from its `last.ckpt`; never does it train over either.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
@@ -26,14 +28,17 @@ from setenc.catalogs import Catalog, catalog_key, split_catalog
 from setenc.plumbing.cli import catalog_arg
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.evaluation.heldout import SEEN, seen_record
 from setenc.evaluation.protocols import evaluate_vectors, make_protocols
 from setenc.matching.calibration import fit_heldout
-from setenc.heads.pooling import create_head
+from setenc.heads.model import create_head
 from setenc.plumbing.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
+from setenc.photos.cache import EmbeddingCache
 from setenc.photos.tta import TTA, with_tta
 from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
+from setenc.training.folders import check_run_dir, finish_run, work_dir
 from setenc.training.module import SetDataModule, SetModule, _EpochSeed
 from setenc.heads.views import view_vocabulary
 
@@ -63,6 +68,7 @@ def load_training_data(cfg: TrainConfig, catalog: Catalog | None = None, backbon
     by_id = dict(zip(kept.ids, sets))
     parts = split_catalog(kept, tuple(cfg.split), by=cfg.split_by, seed=cfg.split_seed)
     data = {name: ([by_id[i] for i in part.ids], part) for name, part in parts.items()}
+    data[SEEN] = seen_record(parts["train"], parts["val"], EmbeddingCache(root, backbone.id, backbone.dim).hashes)
     spec = with_tta({"name": cfg.backbone, "kwargs": dict(cfg.backbone_kwargs), "id": backbone.id}, cfg.tta)
     data["catalog"] = catalog_key(catalog)
     return data, spec, backbone.dim
@@ -102,7 +108,8 @@ def train(cfg: TrainConfig, resume: bool = False, trainer_options: dict | None =
     backbone = backbone or config_backbone(cfg)
     for line in why:
         print(f"[recipe] {line}")
-    name = cfg.run_name or f"{catalog.name}-{cfg.head}-s{cfg.seed}"
+    check_fusion_titles(cfg, catalog)  # before any embedding, training or run folder
+    name = cfg.run_name or default_run_name(cfg, catalog)
     if not cfg.final:
         return _train(dataclasses.replace(cfg, run_name=name), catalog, backbone, resume, trainer_options)
     evaluated = _train(dataclasses.replace(cfg, final=False, run_name=name), catalog, backbone, resume, trainer_options)
@@ -120,8 +127,13 @@ def train(cfg: TrainConfig, resume: bool = False, trainer_options: dict | None =
 def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_options: dict | None = None,
            heldout: dict | None = None) -> dict:
     t0 = time.perf_counter()
-    run_dir = Path(cfg.out) / cfg.run_name
-    check_run_dir(run_dir, cfg, resume)  # before any long work
+    final_dir = Path(cfg.out) / cfg.run_name
+    finished = check_run_dir(final_dir, cfg, resume)  # before any long work
+    if finished is not None:
+        print(f"[train] {final_dir} holds a finished run with these settings: reusing it, not training again "
+              "(delete that folder, or pass --run_name NAME, to train anew)")
+        return finished
+    run_dir, resume = work_dir(final_dir, cfg, resume)  # written there; renamed to final_dir when it ends
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data, spec, dim = load_training_data(cfg, catalog, backbone)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # again: a cold cache (ONNX export) draws from the RNG
@@ -151,19 +163,19 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
         dm = SetDataModule(cfg, train_sets, train_cat, val_p, vocab, TTA.parse(cfg.tta).per_photo, titles)
         kept, rank = _fit(cfg, module, dm, run_dir, resume, val_p is not None, trainer_options)
     if rank:  # another data-parallel process: process 0 evaluates and writes
-        return {"run_dir": str(run_dir), "rank": rank}
+        return {"run_dir": str(final_dir), "rank": rank}
     if cfg.fast_dev_run:
-        return {"run_dir": str(run_dir)}
+        return {"run_dir": str(final_dir)}
 
     best = module.head.eval()
     training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
-                "split_seed": cfg.split_seed, "epochs": kept}
+                "split_seed": cfg.split_seed, "epochs": kept, SEEN: data[SEEN]}
     encoder = SetEncoder(best, spec, dim, training=training, text=text)
     enc = lambda sets, views, ids: encoder.encode_sets(  # noqa: E731
         sets, views=views, titles=None if titles is None else titles(ids))
     if cfg.classes:
         add_class_block(best, train_sets, train_cat)
-    result = {"run_dir": str(run_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
+    result = {"run_dir": str(final_dir), "head": cfg.head, "backbone": spec["id"], "train_articles": len(train_cat),
               "epochs_kept": kept, "seconds": round(time.perf_counter() - t0, 1)}
     rounded = lambda m: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}  # noqa: E731
     for split in ("val", "test"):
@@ -184,6 +196,7 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
         result["calibration"] = encoder.calibration.summary()
     encoder.save(run_dir / "best.pt")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    finish_run(run_dir, final_dir)
     return result
 
 
@@ -201,6 +214,25 @@ def add_class_block(head, sets, catalog: Catalog) -> None:
     head.add(ClassBlock(classes, head.in_dim).fit(photo_means(*pad_sets([sets[i] for i in rows])), labels))
     print(f"[train] class block: a probe over {len(classes)} classes, fitted on {len(rows)} training articles, "
           f"appends their probabilities to each vector ({head.out_dim}-d)")
+
+
+def check_fusion_titles(cfg: TrainConfig, catalog: Catalog) -> None:
+    """A learned fusion on a catalogue without titles: one line before any embedding, training or run folder."""
+    if cfg.fusion is None:
+        return
+    from setenc.evaluation.titles import check_titles
+
+    try:
+        check_titles(catalog)
+    except SetencError:
+        raise SetencError(f"{catalog.name}: no article has a `title`, so a learned fusion has nothing to learn from; "
+                          "train without --text / --fusion, or add a \"title\" to the manifest's lines") from None
+
+
+def default_run_name(cfg: TrainConfig, catalog: Catalog) -> str:
+    """`<catalog>-<head>[-<text>-<fusion>]-s<seed>`: a learned fusion never lands in the photos-only run's folder."""
+    fusion = f"-{cfg.text}-{cfg.fusion}" if cfg.fusion else ""
+    return f"{catalog.name}-{cfg.head}{fusion}-s{cfg.seed}"
 
 
 def training_views(cfg: TrainConfig, train_cat: Catalog) -> list[str] | None:
@@ -263,35 +295,23 @@ def summary_lines(result: dict) -> list[str]:
              f"{result['seconds']} s"]
     for key, m in result.items():
         if "/" in key and isinstance(m, dict):
-            lines.append(f"  {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  ({m['queries']} queries)")
+            lines.append(f"  {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  ({n_queries(m['queries'])})")
     for key, m in result.get("heldout", {}).items():
         if isinstance(m, dict):
             lines.append(f"  held-out {key:<14} R@1 {m['recall@1']:.3f}  MAP@R {m['map@r']:.3f}  "
-                         f"({m['queries']} queries, measured on {result['heldout']['run_dir']})")
+                         f"({n_queries(m['queries'])}, measured on {result['heldout']['run_dir']})")
     if not any(k.startswith("test/") for k in {**result, **result.get("heldout", {})}):
         lines.append("  no held-out test metrics (nothing was held out, or too little to search)")
     lines.append(f"  checkpoint: {Path(result['run_dir']) / 'best.pt'}; every metric: result.json")
     return lines
 
 
+def n_queries(n: int) -> str:
+    """`1 query`, `12 queries`."""
+    return f"{n} quer{'y' if n == 1 else 'ies'}"
+
+
 CHECKPOINTS = 50  # at most this many last.ckpt writes a run (resume restarts from the newest)
-VOLATILE = ("progress", "logger", "fast_dev_run", "out", "run_name", "cache", "accelerator", "devices", "strategy",
-            "num_nodes")
-
-
-def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
-    """Refuse to overwrite a run folder that holds a run with other settings (a rerun of the same settings is fine)."""
-    old_path = run_dir / "config.yaml"
-    if resume or not old_path.is_file():
-        return
-    old = yaml.safe_load(old_path.read_text()) or {}
-    new = dataclasses.asdict(cfg)
-    default = dataclasses.asdict(TrainConfig())  # a key newer than the old run's config: its default
-    changed = [f"{k}: {old.get(k, default[k])!r} -> {new[k]!r}" for k in new
-               if k not in VOLATILE and old.get(k, default[k]) != new[k]]
-    if changed:
-        raise SetencError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:4])}); pass --run_name NAME "
-                          "for a new folder, or delete that one")
 
 
 def _fit(cfg: TrainConfig, module: SetModule, dm: SetDataModule, run_dir: Path, resume: bool, has_val: bool,
