@@ -68,7 +68,7 @@ def main() -> None:
     from setenc.catalogs import load_catalog
     from setenc.search.index import SetIndex
     from setenc.encoder import SetEncoder
-    from setenc.search.queries import answer, read_queries
+    from setenc.search.queries import answer, load_query_photo, read_queries
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
     index = SetIndex.load(args.index, encoder)
@@ -82,7 +82,7 @@ def main() -> None:
         if args.out:
             print(f"wrote {len(queries)} results to {args.out}", file=sys.stderr)
         return
-    query = [Path(x) for x in args.photos]
+    query = [load_query_photo(Path(x), x) for x in args.photos]  # a bad photo: one line about the query photo
     if args.multivector:
         query = index.article_photos(args.id) if args.id else query
         hits = index.search_photos(query, k=args.k + bool(args.id), aggregate=args.multivector)
@@ -93,11 +93,12 @@ def main() -> None:
         hits = index.search(query or None, k=args.k, title=args.title, views=views, **options)
     source = args.catalog or index.manifest.get("catalog")
     articles = {a.id: a for a in load_catalog(source)} if source and Path(source).exists() else {}
-    print(f"{'rank':>4}  {'id':<24} {'score':>7}  title")
+    titles = {aid: articles[aid].title for aid, _ in hits if aid in articles and articles[aid].title}
+    width = max([len("id"), *(len(aid) for aid, _ in hits)])  # long ids stay aligned; no title column when none
+    print(f"{'rank':>4}  {'id':<{width}}  {'score':>7}" + ("  title" if titles else ""))
     mine = (args.id or index.photo_vectors(query)) if args.explain else None  # the query side of the photo pairs
     for rank, (aid, score) in enumerate(hits, 1):
-        title = articles[aid].title if aid in articles and articles[aid].title else ""
-        print(f"{rank:>4}  {aid:<24} {score:7.4f}  {title}")
+        print(f"{rank:>4}  {aid:<{width}}  {score:7.4f}" + (f"  {titles.get(aid, '')}" if titles else ""))
         if args.explain:
             from setenc.matching.explain import describe
 

@@ -24,7 +24,8 @@ from typing import Iterator
 import numpy as np
 
 from setenc.catalogs.manifest import iter_jsonl
-from setenc.plumbing.errors import SetencError
+from setenc.photos import load_image
+from setenc.plumbing.errors import ImageError, SetencError
 from setenc.search.filters import Where
 from setenc.search.index import SetIndex
 
@@ -43,6 +44,18 @@ class QueryLine:
     title: str | None = None
     where: dict | None = None
     views: list[str] | None = None
+
+
+def load_query_photo(path: str | os.PathLike, name: str | None = None):
+    """A query photo through the library's safe decoder; its error speaks of a query photo, not of a catalogue.
+
+    `name`: what the client called the file (an upload is decoded from a temporary file).
+    """
+    try:
+        return load_image(path)
+    except ImageError as e:
+        reason = str(e).removeprefix(f"{path}: ").split(";")[0].split(" -- ")[0]  # what is wrong, not the remedy
+        raise ImageError(f"{name or path}: {reason}; a query photo must be a readable JPEG, PNG or WebP file") from None
 
 
 def read_queries(path: str | os.PathLike, index: SetIndex, rerank: bool = False) -> list[QueryLine]:
@@ -112,7 +125,8 @@ def answer(index: SetIndex, queries: list[QueryLine], k: int = 10, rerank: str |
 
     def flush() -> Iterator[dict]:
         titles = [q.title for q in pending] if index.fused else None
-        ids, scores = index.search_batch([q.value for q in pending], k, rerank, candidates, weight, batch_where,
+        values = [[load_query_photo(p) for p in q.value] if q.kind == "photos" else q.value for q in pending]
+        ids, scores = index.search_batch(values, k, rerank, candidates, weight, batch_where,
                                          titles, [q.views for q in pending])
         for q, row_ids, row_scores in zip(pending, ids, scores):
             yield _result(q, [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None])

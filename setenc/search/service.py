@@ -5,7 +5,8 @@ GET  /health                    the export: articles, dims, index type, photo ve
 POST /search                    multipart: photos (files) and / or paths (form fields), title, views, k, rerank,
                                 candidates, weight, where (repeatable)
 GET  /articles/{id}/similar     ?k=&rerank=&candidates=&weight=&where=: an article of the export as the query,
-                                itself left out
+                                itself left out; the id is opaque and may hold slashes (`Banana/Banana-a`, sent as
+                                it is or percent-encoded)
 GET  /articles/{a}/match/{b}    ?how=linear|chamfer: same product or not - the pair's cosine, P(same group) (null
                                 where the export's checkpoint carries no calibration) and the photo pairs behind it
 ```
@@ -14,9 +15,10 @@ different keys: all of). `title` (an export of a fused checkpoint) is fused with
 `views` (`front,side`: one view tag per photo, uploaded photos first, then paths) tags the query photos for an export
 of a view-aware head; without it they count as "unknown" view (`SetIndex.search`).
 Answers are `{"hits": [{"id", "score"}], "took_ms"}`. What a client gets wrong is a 4xx with one clear `detail`:
-an empty query or bad option 400, a file that is not a photo 415, a photo over the size limit 413, an unknown
-article 404; nothing a client sends yields a 500. Uploads are decoded by the library's safe decoder
-(`photos.load_image`: decompression bombs refused, EXIF orientation, alpha on white). Paths are only read under
+an empty query or bad option 400, a malformed field (`k=abc`) 422, a file that is not a photo 415, a photo over the
+size limit 413, an unknown article 404; nothing a client sends yields a 500. Uploads are decoded by the library's safe
+decoder (`photos.load_image`: decompression bombs refused, EXIF orientation, alpha on white; an error speaks of a
+query photo, `search.queries.load_query_photo`). Paths are only read under
 `photo_root` (off by default): a service must not open whatever file a client names.
 
 FastAPI is the optional `[serve]` extra, imported when an app is made, so the library imports without it (and
@@ -32,7 +34,7 @@ from pathlib import Path
 from setenc.plumbing.errors import ImageError, SetencError
 from setenc.search.filters import parse_where
 from setenc.search.index import SetIndex
-from setenc.photos import load_image
+from setenc.search.queries import load_query_photo
 from setenc.search.rerank import DEFAULT_CANDIDATES
 
 MAX_PHOTO_BYTES = 20 * 2**20  # one uploaded photo
@@ -45,6 +47,7 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
     """A FastAPI app serving `index` (load the encoder first: `index.encoder.backbone`, so no request pays it)."""
     try:
         from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+        from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse
     except ImportError:
         raise SetencError("the search service needs the [serve] extra: pip install 'setenc[serve]'") from None
@@ -56,6 +59,12 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
     def user_error(request: Request, exc: SetencError) -> JSONResponse:
         status = 415 if isinstance(exc, ImageError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    def bad_field(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A malformed field is one plain `detail` like every other client error, not FastAPI's list of dicts."""
+        what = "; ".join(f"{e['loc'][-1]}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": what}, status_code=422)
 
     def check_k(k: int) -> None:
         if not 1 <= k <= MAX_K:
@@ -71,10 +80,7 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
         with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as f:  # the safe decoder reads files
             f.write(data)
             f.flush()
-            try:
-                return load_image(f.name)
-            except ImageError as e:
-                raise ImageError(str(e).replace(f.name, name)) from None
+            return load_query_photo(f.name, name)
 
     def resolve(path: str) -> Path:
         if root is None:
@@ -113,10 +119,10 @@ def create_app(index: SetIndex, photo_root: str | os.PathLike | None = None, max
         filters = parse_where(where)
         index.selector(filters)  # a bad filter fails before any photo is decoded
         tags = [t.strip() for t in views.split(",")] if (views or "").strip() else None
-        query = [decode(p) for p in photos] + [resolve(p) for p in paths]
+        query = [decode(p) for p in photos] + [load_query_photo(resolve(p), p) for p in paths]
         return answer(index.search(query or None, k, rerank or None, candidates, weight, filters, title, tags), start)
 
-    @app.get("/articles/{article_id}/similar")
+    @app.get("/articles/{article_id:path}/similar")  # ids may hold slashes (the folder adapter's `group/article`)
     def similar(article_id: str, k: int = 10, rerank: str | None = None, candidates: int = DEFAULT_CANDIDATES,
                 weight: float = 0.0, where: list[str] = Query(default=[])) -> dict:
         start = time.perf_counter()
