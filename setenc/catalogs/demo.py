@@ -19,9 +19,9 @@ cache folder.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +34,6 @@ from setenc.plumbing.errors import CatalogError
 from setenc.plumbing.paths import absolute, cache_dir
 from setenc.catalogs.render import BACKDROPS, LABEL_ZONES, LOGOS, PATTERNS, SHAPES, Look, Scene, render_photo
 
-log = logging.getLogger(__name__)
 
 DEMO_VERSION = 3  # bump whenever the rendered bytes change, so cached demo catalogs are rebuilt
 STAMP = "demo.json"  # written last: a folder without it is not a finished demo catalog
@@ -287,7 +286,8 @@ def make_demo_catalog(
     if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
         raise CatalogError(f"{out}: folder exists and is not a generated demo catalog; choose a new or empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating the synthetic demo catalog in %s", out)
+    print(f"[demo] rendering the synthetic demo catalogue ({n_groups} product families) into {out}: once, later "
+          "runs reuse it", file=sys.stderr)  # the first run's longest silence otherwise
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         catalog = _build(tmp, seed, n_groups, size)

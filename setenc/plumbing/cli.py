@@ -32,7 +32,9 @@ def catalog_arg(path: str | None) -> Catalog:
     if path is None or path == DEMO:
         from setenc.catalogs import make_demo_catalog
 
-        catalog = load_catalog(make_demo_catalog())
+        manifest = make_demo_catalog()
+        print(f"[demo] the synthetic demo catalogue: {manifest.parent} (`--catalog PATH` for yours)", file=sys.stderr)
+        catalog = load_catalog(manifest)
         catalog.name = "demo"
         return catalog
     return load_catalog(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -184,6 +185,8 @@ def cached_graph(spec: TorchSpec, make: Callable[[str], None]) -> Path:
     path = cache_dir("onnx") / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{spec.transform.size}px.onnx"
     if path.is_file():
         return path
+    print(f"[backbone] {spec.id}: building its ONNX graph once into {path.parent} (later runs reuse it)",
+          file=sys.stderr)  # tens of seconds on a first run: say what it is
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
     os.close(fd)
     try:
