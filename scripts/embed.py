@@ -16,7 +16,8 @@ from setenc.plumbing.errors import SetencError
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--catalog", default=None, help="manifest (JSONL) or folder with catalog.jsonl; default: the demo catalog")
+    p.add_argument("--catalog", default=None,
+                   help="manifest (JSONL) or folder with catalog.jsonl; default: the config's, else the demo catalog")
     p.add_argument("--config", default=None, help="YAML training config (default: configs/default.yaml when present)")
     p.add_argument("--backbone", default=None, help="backbone name (see setenc.list_backbones()); default: the "
                    "recipe's for the catalogue, as train.py chooses it")
