@@ -47,3 +47,13 @@ def test_round_trip(tmp_path):
     cfg = load_config(None, {"epochs": 3, "head": "deepsets"})
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_another_loss_on_the_command_line_starts_from_its_own_options():
+    """`--loss ms` was refused: the default config's InfoNCE temperature is no option of Multi-Similarity."""
+    from setenc.training.config import load_config
+
+    cfg = load_config(None, {"loss": "ms"})
+    assert cfg.loss == "ms" and cfg.loss_kwargs == {}
+    assert load_config(None, {"loss": "supcon", "loss_kwargs.temperature": 0.1}).loss_kwargs == {"temperature": 0.1}
+    assert load_config(None, {}).loss_kwargs == {"temperature": 0.05}  # the default loss keeps the shipped options

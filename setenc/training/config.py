@@ -50,7 +50,8 @@ class TrainConfig:
                             "fusion is tuned at evaluation: scripts/evaluate.py --text)")
     modality_dropout: float = _f(0.2, "learned fusion: chance a training set loses its title, and (separately) that "
                                  "it keeps only its title, so photos-only and title-only queries work")
-    loss: str = _f("infonce", "contrastive loss: infonce | supcon")
+    loss: str = _f("infonce", "contrastive loss, a name from setenc.training.losses.LOSSES (infonce, supcon, ms); "
+                                          "another loss than the config's starts from its own options")
     loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
     positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")
     subset_prob: float = _f(0.5, "auto mode: chance of a two-subsets pair when group partners exist")
@@ -108,7 +109,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(data, dict):
             raise SetencError(f"{path}: a config is a YAML mapping of keys to values")
         _check_keys(data, str(path))
-    for key, value in (overrides or {}).items():
+    overrides = overrides or {}
+    named = data.get("loss", TrainConfig.loss)
+    if overrides.get("loss", named) != named and not any(k.split(".")[0] == "loss_kwargs" for k in overrides):
+        data["loss_kwargs"] = {}  # the options were for the other loss: another loss starts from its own defaults
+    for key, value in overrides.items():
         top, _, sub = key.partition(".")
         _check_keys({top: None}, "command line")
         if sub:
