@@ -90,7 +90,7 @@ def test_recipe_adds_the_block_only_where_groups_are_classes():
     products, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
     assert products.classes is False and any(line.startswith("classes=false") for line in why)
     fused, why = recipe.choose(load_config(None, {"text": "tfidf", "fusion": "learned"}), synthetic(20, 100, photos=1))
-    assert fused.classes is False and any("titles already name them" in line for line in why)
+    assert fused.classes is False and any("titles already name the classes" in line for line in why)
     mine, why = recipe.choose(load_config(None, {"classes": False}), synthetic(20, 100, photos=1))
     assert mine.classes is False and not any(line.startswith("classes=") for line in why)
 

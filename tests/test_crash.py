@@ -65,7 +65,8 @@ def cached_rows(cache_root: Path) -> int:
 
 def test_embed_killed_midway_resumes_and_a_second_writer_is_refused(env, catalog, tmp_path, monkeypatch):
     cache_root = tmp_path / "cache"
-    args = ("scripts/embed.py", "--catalog", catalog, "--out", cache_root, "--batch-size", "2", "--workers", "0")
+    args = ("scripts/embed.py", "--catalog", catalog, "--out", cache_root, "--batch-size", "2", "--workers", "0",
+            "--tta", "none")  # one vector a photo: the counts below are photos
     first = start(env, *args)
     wait_for(lambda: cached_rows(cache_root) >= 2, first)
     first.send_signal(signal.SIGSTOP)  # frozen mid-run, holding the writer lock, however fast this machine is

@@ -131,7 +131,8 @@ def test_absent_photo_refuses_the_manifest_naming_article_and_file(messy, name):
 def embedded(env, messy, tmp_path_factory):
     """One embed run over the messy catalog; (stdout, report dict)."""
     report = tmp_path_factory.mktemp("report") / "report.json"
-    proc = run(env, "scripts/embed.py", "--catalog", messy[0], "--report", report, "--workers", "0")
+    proc = run(env, "scripts/embed.py", "--catalog", messy[0], "--report", report, "--workers", "0",
+                "--tta", "none")  # one vector a photo: counts are photos
     return proc.stdout, json.loads(report.read_text())
 
 

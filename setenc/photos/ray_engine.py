@@ -34,7 +34,7 @@ from setenc.photos.cache import EmbeddingCache
 from setenc.photos.embed import EmbedReport, decode_photo, encode_batch, write_vectors
 
 BLOCK_BATCHES = 2  # input rows per Ray block, in batches: small blocks of decoded pixels keep memory bounded
-_USER_ERROR = re.compile(r"setenc\.errors\.\w+: (.+)")  # a SetencError raised on a worker, inside Ray's error
+_USER_ERROR = re.compile(r"setenc\.plumbing\.errors\.\w+: (.+)")  # a SetencError raised on a worker, inside Ray's error
 
 
 def _ray():
