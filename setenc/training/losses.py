@@ -53,6 +53,17 @@ def _check_labels(labels: torch.Tensor, n: int, name: str) -> None:
         raise ValueError(f"{name}: labels must have shape ({n},), got {tuple(labels.shape)}")
 
 
+def both_views(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None, name: str):
+    """Two views `(B, E)` each -> one batch `(2B, E)` and its labels `(2B,)`: row i of `a` and of `b` share a label
+    (their own one, `arange(B)`, when no group labels are given). The pooled losses (SupCon, MS) see both views."""
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(f"{name}: a and b must both be (B, E), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if labels is None:
+        labels = torch.arange(a.shape[0], device=a.device)
+    _check_labels(labels, a.shape[0], name)
+    return torch.cat([a, b]), torch.cat([labels, labels])
+
+
 class InfoNCE(ContrastiveLoss):
     """Symmetric InfoNCE (the CLIP loss) with in-batch negatives; same-label pairs are not negatives."""
 
@@ -87,12 +98,7 @@ class SupConLoss(ContrastiveLoss):
             b: (B, E) embeddings of the second views, L2-normalised.
             labels: optional (B,) group ids; without them each pair is its own class.
         """
-        if a.dim() != 2 or a.shape != b.shape:
-            raise ValueError(f"SupConLoss: a and b must both be (B, E), got {tuple(a.shape)} and {tuple(b.shape)}")
-        if labels is None:
-            labels = torch.arange(a.shape[0], device=a.device)
-        _check_labels(labels, a.shape[0], "SupConLoss")
-        return self.pooled(torch.cat([a, b]), torch.cat([labels, labels]))
+        return self.pooled(*both_views(a, b, labels, "SupConLoss"))
 
     def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """SupCon on one batch `z (M, E)` with labels `(M,)`; 0 (still differentiable) when no anchor has a positive."""
@@ -137,13 +143,7 @@ class MultiSimilarityLoss(nn.Module):
             b: (B, E) embeddings of the second views, L2-normalised.
             labels: optional (B,) group ids; without them each pair is its own class.
         """
-        if a.dim() != 2 or a.shape != b.shape:
-            raise ValueError(f"MultiSimilarityLoss: a and b must both be (B, E), got {tuple(a.shape)} and "
-                             f"{tuple(b.shape)}")
-        if labels is None:
-            labels = torch.arange(a.shape[0], device=a.device)
-        _check_labels(labels, a.shape[0], "MultiSimilarityLoss")
-        return self.pooled(torch.cat([a, b]), torch.cat([labels, labels]))
+        return self.pooled(*both_views(a, b, labels, "MultiSimilarityLoss"))
 
     def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss on one batch `z (M, E)` with labels `(M,)`; an anchor with nothing mined adds 0."""
