@@ -55,7 +55,7 @@ def quality(args) -> None:
     from setenc.encoder import SetEncoder
     from setenc.matching.dedup import heldout_comparison
     from setenc.plumbing.paths import cache_dir
-    from setenc.search.export import _encode
+    from setenc.search.export import encode_catalog
     from setenc.training.config import load_config
     from setenc.training.run import train
 
@@ -74,7 +74,7 @@ def quality(args) -> None:
                                      "logger": "none"})
             result = train(cfg)
             encoder = SetEncoder.from_pretrained(Path(result["run_dir"]) / "best.pt")
-            vecs, photos, _, ids, _, _ = _encode(encoder, catalog, root, "float32", False)
+            vecs, photos, _, ids, _, _ = encode_catalog(encoder, catalog, root, "float32", False)
             kept = catalog.subset(ids, name=catalog.name)
             sets = [photos.set(r) for r in range(len(ids))]
             cmp = heldout_comparison(encoder, catalog, kept, vecs, sets, 0.9, encoder.calibration.products, PRECISIONS)

@@ -56,4 +56,4 @@ def test_another_loss_on_the_command_line_starts_from_its_own_options():
     cfg = load_config(None, {"loss": "ms"})
     assert cfg.loss == "ms" and cfg.loss_kwargs == {}
     assert load_config(None, {"loss": "supcon", "loss_kwargs.temperature": 0.1}).loss_kwargs == {"temperature": 0.1}
-    assert load_config(None, {}).loss_kwargs == {"temperature": 0.05}  # the default loss keeps the shipped options
+    assert load_config(None, {}).loss is None  # the recipe's choice (test_recipe.py)

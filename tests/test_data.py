@@ -91,6 +91,21 @@ def test_label_free_catalogue_trains_on_two_subsets_each_its_own_label():
             assert set(a[:, 0]) == set(b[:, 0]) == {i} and not set(a[:, 1]) & set(b[:, 1]) and y == ds.labels[i]
 
 
+def test_unlabelled_mode_ignores_groups_and_pairs_where_they_exist():
+    """`positives=unlabelled` trains a labelled catalogue as if it had no labels (the label-free measurement): only
+    subsets of one article, every article its own label even when two share a group or a pairs.csv line."""
+    cat = _catalog(["g", "g", "g", None], [3, 2, 1, 2], pairs=[("a0", "a3")])
+    ds = PairDataset(_sets([3, 2, 1, 2]), cat, mode="unlabelled", dropout=0)
+    auto = PairDataset(_sets([3, 2, 1, 2]), cat, mode="auto", dropout=0)
+    assert auto.labels[0] == auto.labels[1] and 2 in auto.anchors  # the labels exist and auto uses them
+    assert ds.anchors == [0, 1, 3] and len(set(ds.labels)) == 4
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        for k, i in enumerate(ds.anchors):
+            a, b, _ = ds[k]
+            assert set(a[:, 0]) == set(b[:, 0]) == {i}
+
+
 def test_explicit_pairs():
     cat = _catalog([None, None, None], [1, 1, 1], pairs=[("a0", "a2")])
     ds = PairDataset(_sets([1, 1, 1]), cat, mode="pairs")

@@ -47,7 +47,7 @@ def test_reasons_point_at_the_docs_and_hold_no_figures():
         _, why = recipe.choose(load_config(None, overrides), catalog)
         for line in why:
             assert not re.search(r"\d\.\d{3}|\+0\.\d", line), line  # measurements live in docs, not in code
-            if line.split("=")[0] in ("backbone", "tta", "classes", "head_kwargs.mean_weight"):
+            if line.split("=")[0] in ("backbone", "tta", "classes", "head_kwargs.mean_weight", "loss"):
                 assert re.search(r"docs/[a-z_]+\.md#[a-z0-9-]+", line), line
 
 
@@ -94,13 +94,25 @@ def test_proj_blends_with_mean_pooling_only_when_products_are_held_out():
     assert recipe.choose(load_config(None, {"head": "pma"}), synthetic(60, 3))[0].head_kwargs == {}
 
 
+def test_multi_similarity_where_products_are_held_out_infonce_where_groups_are_classes():
+    products, why = recipe.choose(load_config(None, {}), synthetic(60, 3))
+    assert (products.loss, products.loss_kwargs) == ("ms", {}) and any(w.startswith("loss=ms") for w in why)
+    classes, _ = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
+    assert (classes.loss, classes.loss_kwargs) == ("infonce", {"temperature": 0.05})
+    tuned, _ = recipe.choose(load_config(None, {"loss_kwargs": {"base": 0.6}}), synthetic(60, 3))
+    assert (tuned.loss, tuned.loss_kwargs) == ("ms", {"base": 0.6})  # options without a loss: the recipe's loss
+    with pytest.raises(SetencError, match="no option temperature"):  # checked against the recipe's choice
+        recipe.choose(load_config(None, {"loss_kwargs": {"temperature": 0.1}}), synthetic(60, 3))
+
+
 def test_what_the_user_sets_wins():
     cfg, why = recipe.choose(load_config(None, {"split": [0.6, 0.2, 0.2], "epochs": 7, "split_by": "article",
                                                 "head_kwargs": {"mean_weight": 0.5}, "tta": "flip", "classes": True,
-                                                "backbone": "efficientnet-lite2"}),
+                                                "backbone": "efficientnet-lite2", "loss": "supcon"}),
                              synthetic(60, 3))
-    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, cfg.classes, cfg.backbone, why) == (
-        [0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", True, "efficientnet-lite2", [])
+    assert (cfg.split, cfg.epochs, cfg.split_by, cfg.head_kwargs, cfg.tta, cfg.classes, cfg.backbone, cfg.loss,
+            why) == ([0.6, 0.2, 0.2], 7, "article", {"mean_weight": 0.5}, "flip", True, "efficientnet-lite2", "supcon",
+                     [])
 
 
 def test_final_retrains_on_every_article_and_records_the_heldout_metrics(tmp_path):

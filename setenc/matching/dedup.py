@@ -28,7 +28,7 @@ from setenc.matching.calibration import MAX_ARTICLES, crossfit
 from setenc.matching.clusters import cluster, pair_counts, vector_edges
 from setenc.matching.matchers import pairwise_scores, unordered_matchers
 from setenc.plumbing.errors import SetencError
-from setenc.search.export import _encode
+from setenc.search.export import encode_catalog
 
 MAX_MATCHER_ARTICLES = 1500  # held-out articles the matchers score all pairs of (1.1M pairs)
 HNSW_FROM = 50_000  # articles from which candidates come from an HNSW index's top-k instead of exact range search
@@ -47,7 +47,7 @@ def match_catalog(encoder: SetEncoder, catalog: Catalog, out: str | os.PathLike,
         raise SetencError("this checkpoint carries no calibration (trained before issue 27, or without held-out "
                           "groups): retrain it with scripts/train.py, whose runs fit one")
     t0 = time.perf_counter()
-    vecs, photos, _, ids, dropped, _ = _encode(encoder, catalog, cache_root, "float32", progress)
+    vecs, photos, _, ids, dropped, _ = encode_catalog(encoder, catalog, cache_root, "float32", progress)
     kept = catalog.subset(ids, name=catalog.name)
     threshold = cal.threshold(precision, len(ids))
     if not np.isfinite(threshold):

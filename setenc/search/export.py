@@ -82,7 +82,7 @@ def export_index(
         if dtype not in ("float32", "float16"):
             raise SetencError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         known = set(old.ids) if old and not update else set()
-        vecs, photos, metadata, ids, dropped, skipped = _encode(encoder, catalog.subset([i for i in catalog.ids
+        vecs, photos, metadata, ids, dropped, skipped = encode_catalog(encoder, catalog.subset([i for i in catalog.ids
                                                                                if i not in known]),
                                                       cache_root, dtype, progress)
         if old is None:
@@ -171,10 +171,11 @@ def _agree(what: str, asked: str | None, existing: str | None, default: str) -> 
     return existing
 
 
-def _encode(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str,
-            progress: bool) -> tuple[np.ndarray, PhotoStore, Metadata, list[str], list[str], list[str]]:
+def encode_catalog(encoder: SetEncoder, catalog: Catalog, cache_root, dtype: str = "float32", progress: bool = False
+                   ) -> tuple[np.ndarray, PhotoStore, Metadata, list[str], list[str], list[str]]:
     """(N, E) float32 article vectors (rounded through `dtype`; fused with the titles when the encoder has a
-    fusion), their photo vectors, metadata, ids, dropped ids and skipped-photo lines.
+    fusion), their photo vectors, metadata, ids, dropped ids and skipped-photo lines: what an export holds, for
+    callers that need it in memory (de-duplication, benchmarks) rather than in a folder.
 
     A view-aware head gets each article's photo tags, as trained and evaluated (a tag-free head ignores them)."""
     empty = (np.zeros((0, encoder.out_dim), np.float32), PhotoStore.from_sets([], encoder.dim, dtype), Metadata({}))

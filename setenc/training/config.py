@@ -50,10 +50,13 @@ class TrainConfig:
                             "fusion is tuned at evaluation: scripts/evaluate.py --text)")
     modality_dropout: float = _f(0.2, "learned fusion: chance a training set loses its title, and (separately) that "
                                  "it keeps only its title, so photos-only and title-only queries work")
-    loss: str = _f("infonce", "contrastive loss, a name from setenc.training.losses.LOSSES (infonce, supcon, ms); "
-                                          "another loss than the config's starts from its own options")
-    loss_kwargs: dict = _f({"temperature": 0.05}, "loss options, e.g. {temperature: 0.05, learnable: false}")
-    positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs")
+    loss: str | None = _f(None, "contrastive loss, a name from setenc.training.losses.LOSSES (infonce, supcon, ms); "
+                                "null = the recipe's (ms where whole products are held out, infonce where groups are "
+                                "classes); another loss than the config's starts from its own options")
+    loss_kwargs: dict = _f({}, "loss options, e.g. {temperature: 0.05, learnable: false}; empty = the loss's own "
+                               "(the recipe's infonce: temperature 0.05)")
+    positives: str = _f("auto", "positive pairs: auto | subsets | group | pairs | unlabelled (subsets only, groups "
+                                "and pairs.csv ignored: what a catalogue without labels trains on)")
     subset_prob: float = _f(0.5, "auto mode: chance of a two-subsets pair when group partners exist")
     cross_session: bool = _f(True, "group positives from another capture session (session / partition field) when any")
     max_photos: int = _f(8, "at most this many photos per sampled set")
@@ -130,7 +133,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 CHOICES = {  # fields with a fixed set of values (registry names are checked against the registries)
     "runtime": ("auto", "torch", "onnx"),
-    "positives": ("auto", "subsets", "group", "pairs"),
+    "positives": ("auto", "subsets", "group", "pairs", "unlabelled"),
     "split_by": ("group", "article", "auto"),
     "monitor": ("val/recall@1", "val/map@r"),
     "logger": ("csv", "wandb", "both", "none"),
@@ -146,7 +149,8 @@ def check_config(cfg: TrainConfig) -> None:
     from setenc.photos.tta import TTA
 
     HEADS.check_options(cfg.head, cfg.head_kwargs)
-    LOSSES.check_options(cfg.loss, cfg.loss_kwargs)
+    if cfg.loss is not None:  # else the recipe chooses, and checks the options against its choice
+        LOSSES.check_options(cfg.loss, cfg.loss_kwargs)
     if cfg.backbone is not None:  # else the recipe chooses, and checks the options against its choice
         BACKBONES.check_options(cfg.backbone, cfg.backbone_kwargs)
     if cfg.tta is not None:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from setenc.catalogs import Catalog
 from setenc.heads.sets import pad_ids, pad_sets
 
-PositiveMode = Literal["auto", "subsets", "group", "pairs"]
+PositiveMode = Literal["auto", "subsets", "group", "pairs", "unlabelled"]
 
 
 def augment(s: np.ndarray, rng: np.random.Generator, max_photos: int, dropout: float) -> np.ndarray:
@@ -45,7 +45,10 @@ class PairDataset(Dataset):
         sets: per-article (n_i, D) photo vectors, aligned with `catalog.articles`.
         mode: which positives to use; "auto" mixes every kind the catalog supports — another article of the
             group when there is one (that generalises across listings, sessions and viewpoints), else two
-            disjoint subsets of the article itself, else an explicit pair.
+            disjoint subsets of the article itself, else an explicit pair. "unlabelled" trains as a catalogue with
+            no `group` and no `pairs.csv` would, even where they exist: subset positives only and every article its
+            own label (so it may push two articles of one product apart) — how much of the labelled head's gain a
+            user without labels keeps is measured with it (docs/bench_heads.md, round 10).
         subset_prob: in "auto" mode, the chance of a subset pair for an article that also has group partners.
         cross_session: draw group partners from another capture session (`session` field, else `partition`)
             when the article has such partners: same-session photos are near-duplicates (same shelf, same light),
@@ -76,25 +79,25 @@ class PairDataset(Dataset):
         self.mode, self.max_photos, self.dropout, self.subset_prob, self.seed = mode, max_photos, dropout, subset_prob, seed
         self.epoch = 0
         index = {a.id: i for i, a in enumerate(catalog.articles)}
+        group = [None if mode == "unlabelled" else a.group for a in catalog.articles]
         by_group: dict[str, list[int]] = defaultdict(list)
-        for i, a in enumerate(catalog.articles):
-            if a.group is not None:
-                by_group[a.group].append(i)
-        self.partners: list[list[int]] = [
-            [j for j in by_group[a.group] if j != i] if a.group is not None else [] for i, a in enumerate(catalog.articles)
-        ]
+        for i, g in enumerate(group):
+            if g is not None:
+                by_group[g].append(i)
+        self.partners: list[list[int]] = [[j for j in by_group[g] if j != i] if g is not None else [] for i, g in enumerate(group)]
         if cross_session:
             session = [_session(a) for a in catalog.articles]
             far = [[j for j in ps if session[j] != session[i]] for i, ps in enumerate(self.partners)]
             self.partners = [f if f and session[i] is not None else ps
                              for i, (f, ps) in enumerate(zip(far, self.partners))]
         self.pairs: list[list[int]] = [[] for _ in catalog.articles]
-        for a, b in catalog.pairs or []:
+        for a, b in (catalog.pairs or []) if mode != "unlabelled" else []:
             if a in index and b in index:
                 self.pairs[index[a]].append(index[b])
                 self.pairs[index[b]].append(index[a])
-        labels = {g: k for k, g in enumerate(dict.fromkeys(a.group or f"\0{a.id}" for a in catalog.articles))}
-        self.labels = [labels[a.group or f"\0{a.id}"] for a in catalog.articles]
+        keys = [g or f"\0{a.id}" for g, a in zip(group, catalog.articles)]
+        labels = {g: k for k, g in enumerate(dict.fromkeys(keys))}
+        self.labels = [labels[k] for k in keys]
         self.anchors = [i for i in range(len(self.sets)) if self._kinds(i)]
         if not self.anchors:
             raise ValueError(
@@ -108,7 +111,7 @@ class PairDataset(Dataset):
             kinds.append("group")
         if self.mode in ("auto", "pairs") and self.pairs[i]:
             kinds.append("pairs")
-        if self.mode in ("auto", "subsets") and len(self.sets[i]) >= 2:
+        if self.mode in ("auto", "subsets", "unlabelled") and len(self.sets[i]) >= 2:
             kinds.append("subsets")
         return kinds
 

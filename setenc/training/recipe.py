@@ -3,7 +3,7 @@ other option is the package's best measured recipe for X.
 
 Every rule below is a measurement over product folds x seeds on the real catalogues (docs/bench_heads.md, "The
 default recipe"); the run prints what it chose and why, and any field given on the command line or in a config wins.
-Fields left to the recipe are `None` (`backbone`, `split`, `epochs`, `tta`, `classes`) or `"auto"` (`split_by`) in
+Fields left to the recipe are `None` (`backbone`, `split`, `epochs`, `tta`, `classes`, `loss`) or `"auto"` (`split_by`) in
 `TrainConfig`, and the `proj` head's `mean_weight` when `head_kwargs` does not give it.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from setenc.catalogs import Catalog, split_catalog
 from setenc.photos.backbones import BACKBONES
 from setenc.training.config import TrainConfig
+from setenc.training.losses import LOSSES
 
 CLASS_GROUPS = 40  # mean articles per group from which groups are classes (articleType), not products
 LARGE = 20_000  # training articles from which a validation split is used (unmeasured: larger than any catalogue here)
@@ -27,6 +28,8 @@ LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
 MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when products are held out (0 when groups are classes)
 BACKBONE = "efficientnet-lite0"  # products: the pair measured level on grocery / multiview R@1, far ahead on cars
 CLASS_BACKBONE = "efficientnet-lite0+lite2"  # groups are classes: both nets side by side (docs/bench_embed.md: cost)
+PRODUCT_LOSS = "ms"  # whole products held out: Multi-Similarity (docs/bench_heads.md round 10; InfoNCE where classes)
+CLASS_LOSS = ("infonce", {"temperature": 0.05})
 TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best crop measured
 
 
@@ -96,6 +99,15 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
         why.append(f"split_by={out.split_by}: {s.mean_group:.1f} articles per group on average "
                    + (f"(>= {CLASS_GROUPS}: groups are classes, so held-out ARTICLES of known classes are scored)"
                       if classes else f"(< {CLASS_GROUPS}: groups are products, so whole products are held out)"))
+    if out.loss is None:
+        products = out.split_by == "group"
+        out.loss = PRODUCT_LOSS if products else CLASS_LOSS[0]
+        out.loss_kwargs = out.loss_kwargs or ({} if products else dict(CLASS_LOSS[1]))
+        LOSSES.check_options(out.loss, out.loss_kwargs)
+        why.append(f"loss={out.loss}: " + (
+            "unseen products are searched among the trained ones, which Multi-Similarity does not pack together "
+            "(docs/training.md#loss)" if products else
+            "groups are classes the head learns; InfoNCE, temperature 0.05 (docs/training.md#loss)"))
     if out.split is None:
         large = s.articles * LARGE_SPLIT[0] >= LARGE
         out.split = list(LARGE_SPLIT if large else ARTICLE_SPLIT if out.split_by == "article" else PRODUCT_SPLIT)
@@ -120,10 +132,10 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
                                                    f"steps={out.steps} scaled down in proportion; "
                                                    "docs/training.md#split-validation-and-schedule)"))
     if out.classes is None:
-        out.classes = photo_classes(out, s)
+        out.classes = photo_classes(out, s) and out.positives != "unlabelled"
         why.append(f"classes={str(out.classes).lower()}: " + (
             "groups are classes: a class probe's probabilities join each vector (docs/training.md#class-block)"
-            if out.classes else "a learned fusion's titles already name the classes (docs/training.md#class-block)"
+            if out.classes else "positives=unlabelled: training reads no group" if out.positives == "unlabelled" else "a learned fusion's titles already name the classes (docs/training.md#class-block)"
             if s.groups_are_classes else "groups are products: unseen ones have no class to name "
             "(docs/training.md#class-block)"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):
