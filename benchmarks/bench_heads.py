@@ -21,7 +21,7 @@ from setenc.plumbing.cli import run_main
 
 
 def main() -> None:
-    from setenc.training.sweep import markdown_table, run_sweep, summarise
+    from setenc.training.sweep import markdown_table, paired_table, run_sweep, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="a YAML config (configs/clip.yaml ...); default: the recipe's choices")
@@ -50,6 +50,8 @@ def main() -> None:
     t0 = time.perf_counter()
     records = run_sweep(args.config, args.heads, args.folds, args.seeds, args.matchers, overrides, args.protocol)
     table = markdown_table(summarise(records), args.protocol)
+    paired = paired_table(records, args.protocol)
+    table += f"\nRun by run against `{args.heads[0]}` (same fold and seed):\n\n{paired}" if paired else ""
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     text = (f"## {args.catalog or args.config or 'demo'} — `{args.protocol}` protocol on held-out articles\n\n"
             f"`{command}` ({time.perf_counter() - t0:.0f} s; folds {args.folds}, seeds {args.seeds})\n\n{table}")

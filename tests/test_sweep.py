@@ -30,3 +30,21 @@ def test_summarise_is_mean_and_population_std_per_method():
     table = markdown_table(rows)
     assert "| mean | 2 | 0.700 ± 0.100 | 0.600 ± 0.100 | 0.0 |" in table
     assert "| **proj** | 2 | 0.950 ± 0.050 | 0.700 ± 0.100 | 15.0 |" in table  # best MAP@R in bold
+
+
+def test_paired_table_compares_each_head_to_the_first_run_by_run():
+    from setenc.training.sweep import paired_table
+
+    def rec(method, fold, seed, r1, mp, g1, gm):
+        return {"method": method, "fold": fold, "seed": seed, "recall@1": r1, "map@r": mp,
+                "galleries": {"group": {"recall@1": g1, "map@r": gm}}}
+
+    records = [rec("mean", 0, None, 0.1, 0.1, 0.2, 0.2),
+               rec("a", 0, 0, 0.50, 0.30, 0.8, 0.5), rec("a", 1, 0, 0.60, 0.40, 0.8, 0.5),
+               rec("b", 0, 0, 0.55, 0.20, 0.8, 0.6), rec("b", 1, 0, 0.70, 0.40, 0.7, 0.7),
+               rec("b", 2, 0, 0.99, 0.99, 0.9, 0.9)]  # fold 2 has no `a` run: not paired
+    row = paired_table(records, "group-all").splitlines()[2].split(" | ")
+    assert row[0] == "| b" and row[1] == "2"
+    assert row[2] == "+0.075 / -0.050" and row[3] == "2, 0"  # (0.05 + 0.10) / 2; (-0.10 + 0) / 2
+    assert row[4] == "-0.050 / +0.150" and row[5] == "0, 2 |"
+    assert paired_table(records[:3], "group-all") == ""  # one head: nothing to pair

@@ -185,3 +185,30 @@ def markdown_table(rows: list[dict], protocol: str | None = None) -> str:
             cells.append(f"{g['recall@1']:.3f} / {g['map@r']:.3f}" if g else "")
         lines.append("| " + " | ".join(cells + [f"{r['seconds']:.1f}"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table(records: list[dict], protocol: str) -> str:
+    """Each head against the first one, run by run (same fold and seed): the mean difference of R@1 / MAP@R on the
+    judged protocol and on `group`, and in how many runs it is higher — a difference the spread over folds hides."""
+    heads = [m for m in dict.fromkeys(r["method"] for r in records) if any(r["seed"] is not None and r["method"] == m
+                                                                           for r in records)]
+    if len(heads) < 2:
+        return ""
+    run = {(r["method"], r["fold"], r["seed"]): r for r in records}
+    lines = [f"| {heads[0]} → | runs | {protocol} R@1 / MAP@R | higher in | group R@1 / MAP@R | higher in |",
+             "|---|---|---|---|---|---|"]
+    for other in heads[1:]:
+        keys = [(f, s) for (m, f, s) in run if m == heads[0] and (other, f, s) in run]
+        cells = []
+        for gallery in (None, "group"):
+            d = np.array([[_metric(run[(other, *k)], gallery, x) - _metric(run[(heads[0], *k)], gallery, x)
+                           for x in ("recall@1", "map@r")] for k in keys])
+            cells += [f"{d[:, 0].mean():+.3f} / {d[:, 1].mean():+.3f}",
+                      f"{int((d[:, 0] > 0).sum())}, {int((d[:, 1] > 0).sum())}"]
+        lines.append(f"| {other} | {len(keys)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _metric(record: dict, gallery: str | None, key: str) -> float:
+    return record[key] if gallery is None else record.get("galleries", {}).get(gallery, {}).get(key, float("nan"))
+
