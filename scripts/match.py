@@ -42,7 +42,8 @@ def main() -> None:
     report = match_catalog(encoder, load_catalog(args.catalog), args.out, args.precision, args.method,
                            args.cache or cache_dir("embeddings"), compare=not args.no_compare, progress=True)
     print(markdown(report) if "whole_catalogue" in report else
-          f"{report['articles']} articles -> {report['clusters']} clusters at cosine {report['threshold']:.4f}")
+          f"{report['articles']} articles -> {report['clusters']} clusters at cosine {report['threshold']:.4f}"
+          + (f"\n{report['caution']}" if report["caution"] else ""))
     print(f"wrote {args.out}/clusters.jsonl" + (" and report.md / report.json" if "whole_catalogue" in report else ""))
 
 

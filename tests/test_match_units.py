@@ -178,3 +178,17 @@ def test_photo_pairs_collapse_elements_and_refuse_bad_input():
         photo_pairs(np.zeros((0, 4)), a)
     with pytest.raises(SetencError, match="how="):
         photo_pairs(a, a, how="best")
+
+
+def test_precision_caution_speaks_only_when_the_crossfit_missed():
+    from setenc.matching.dedup import precision_caution
+
+    rng = np.random.default_rng(3)
+    scores = rng.random(200)
+    cal = fit(scores, rng.random(200) < scores ** 2, articles=20, products=True)
+    assert precision_caution(cal, 0.9) is None  # no cross-fitted check recorded: nothing to say
+    cal.crossfit = {"0.9": {"pair_precision": 0.87}, "0.8": {"pair_precision": 0.71}, "0.95": {"pair_precision": np.nan}}
+    assert precision_caution(cal, 0.9) is None  # within 0.05
+    assert "reached 0.710" in precision_caution(cal, 0.8)
+    assert "selected no pair" in precision_caution(cal, 0.95)
+    assert precision_caution(cal, 0.7) is None  # a precision the check did not measure
