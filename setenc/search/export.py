@@ -82,9 +82,8 @@ def export_index(
         if dtype not in ("float32", "float16"):
             raise SetencError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         known = set(old.ids) if old and not update else set()
-        vecs, photos, metadata, ids, dropped, skipped = encode_catalog(encoder, catalog.subset([i for i in catalog.ids
-                                                                               if i not in known]),
-                                                      cache_root, dtype, progress)
+        todo = catalog.subset([i for i in catalog.ids if i not in known])
+        vecs, photos, metadata, ids, dropped, skipped = encode_catalog(encoder, todo, cache_root, dtype, progress)
         if old is None:
             if not ids:
                 raise SetencError(f"catalog {catalog.name}: no article has an embeddable photo "

@@ -53,15 +53,28 @@ def _check_labels(labels: torch.Tensor, n: int, name: str) -> None:
         raise ValueError(f"{name}: labels must have shape ({n},), got {tuple(labels.shape)}")
 
 
-def both_views(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None, name: str):
-    """Two views `(B, E)` each -> one batch `(2B, E)` and its labels `(2B,)`: row i of `a` and of `b` share a label
-    (their own one, `arange(B)`, when no group labels are given). The pooled losses (SupCon, MS) see both views."""
-    if a.dim() != 2 or a.shape != b.shape:
-        raise ValueError(f"{name}: a and b must both be (B, E), got {tuple(a.shape)} and {tuple(b.shape)}")
-    if labels is None:
-        labels = torch.arange(a.shape[0], device=a.device)
-    _check_labels(labels, a.shape[0], name)
-    return torch.cat([a, b]), torch.cat([labels, labels])
+class PooledViews:
+    """The pair call of the losses that see both views as one batch (SupCon, Multi-Similarity): `forward(a, b,
+    labels)` stacks them and calls the subclass's `pooled(z, labels)`."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the 2B anchors of both views; row i of `a` and of `b` always share a label.
+
+        Args:
+            a: (B, E) embeddings of the first views, L2-normalised.
+            b: (B, E) embeddings of the second views, L2-normalised.
+            labels: optional (B,) group ids; without them each pair is its own class (`arange(B)`).
+        """
+        name = type(self).__name__
+        if a.dim() != 2 or a.shape != b.shape:
+            raise ValueError(f"{name}: a and b must both be (B, E), got {tuple(a.shape)} and {tuple(b.shape)}")
+        if labels is None:
+            labels = torch.arange(a.shape[0], device=a.device)
+        _check_labels(labels, a.shape[0], name)
+        return self.pooled(torch.cat([a, b]), torch.cat([labels, labels]))
+
+    def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class InfoNCE(ContrastiveLoss):
@@ -87,18 +100,8 @@ class InfoNCE(ContrastiveLoss):
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-class SupConLoss(ContrastiveLoss):
+class SupConLoss(PooledViews, ContrastiveLoss):
     """Supervised contrastive loss (Khosla et al. 2020, L_out): every same-label item is a positive."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over the 2B anchors of both views; row i of `a` and of `b` always share a label.
-
-        Args:
-            a: (B, E) embeddings of the first views, L2-normalised.
-            b: (B, E) embeddings of the second views, L2-normalised.
-            labels: optional (B,) group ids; without them each pair is its own class.
-        """
-        return self.pooled(*both_views(a, b, labels, "SupConLoss"))
 
     def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """SupCon on one batch `z (M, E)` with labels `(M,)`; 0 (still differentiable) when no anchor has a positive."""
@@ -118,7 +121,7 @@ class SupConLoss(ContrastiveLoss):
         return -mean_log_prob_pos.mean()
 
 
-class MultiSimilarityLoss(nn.Module):
+class MultiSimilarityLoss(PooledViews, nn.Module):
     """Multi-Similarity loss with its pair mining (Wang et al., CVPR 2019), on both views pooled as in SupCon.
 
     Each anchor keeps the negatives more similar than its hardest positive minus `margin` and the positives less
@@ -134,16 +137,6 @@ class MultiSimilarityLoss(nn.Module):
         if not (alpha > 0 and beta > 0 and margin >= 0):
             raise SetencError(f"MultiSimilarityLoss: alpha={alpha} and beta={beta} must be > 0, margin={margin} >= 0")
         self.alpha, self.beta, self.base, self.margin = alpha, beta, base, margin
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over the 2B anchors of both views; row i of `a` and of `b` always share a label.
-
-        Args:
-            a: (B, E) embeddings of the first views, L2-normalised.
-            b: (B, E) embeddings of the second views, L2-normalised.
-            labels: optional (B,) group ids; without them each pair is its own class.
-        """
-        return self.pooled(*both_views(a, b, labels, "MultiSimilarityLoss"))
 
     def pooled(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss on one batch `z (M, E)` with labels `(M,)`; an anchor with nothing mined adds 0."""

@@ -84,7 +84,8 @@ class PairDataset(Dataset):
         for i, g in enumerate(group):
             if g is not None:
                 by_group[g].append(i)
-        self.partners: list[list[int]] = [[j for j in by_group[g] if j != i] if g is not None else [] for i, g in enumerate(group)]
+        self.partners: list[list[int]] = [[j for j in by_group[g] if j != i] if g is not None else []
+                                          for i, g in enumerate(group)]
         if cross_session:
             session = [_session(a) for a in catalog.articles]
             far = [[j for j in ps if session[j] != session[i]] for i, ps in enumerate(self.partners)]

@@ -132,10 +132,12 @@ def choose(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list[str]]:
                                                    f"steps={out.steps} scaled down in proportion; "
                                                    "docs/training.md#split-validation-and-schedule)"))
     if out.classes is None:
-        out.classes = photo_classes(out, s) and out.positives != "unlabelled"
+        unlabelled = out.positives == "unlabelled"
+        out.classes = photo_classes(out, s) and not unlabelled
         why.append(f"classes={str(out.classes).lower()}: " + (
             "groups are classes: a class probe's probabilities join each vector (docs/training.md#class-block)"
-            if out.classes else "positives=unlabelled: training reads no group" if out.positives == "unlabelled" else "a learned fusion's titles already name the classes (docs/training.md#class-block)"
+            if out.classes else "positives=unlabelled: training reads no group (docs/training.md#without-labels)"
+            if unlabelled else "a learned fusion's titles already name the classes (docs/training.md#class-block)"
             if s.groups_are_classes else "groups are products: unseen ones have no class to name "
             "(docs/training.md#class-block)"))
     if out.head == "proj" and not {"mean_weight", "out_dim"} & set(out.head_kwargs):

@@ -190,8 +190,7 @@ def markdown_table(rows: list[dict], protocol: str | None = None) -> str:
 def paired_table(records: list[dict], protocol: str) -> str:
     """Each head against the first one, run by run (same fold and seed): the mean difference of R@1 / MAP@R on the
     judged protocol and on `group`, and in how many runs it is higher — a difference the spread over folds hides."""
-    heads = [m for m in dict.fromkeys(r["method"] for r in records) if any(r["seed"] is not None and r["method"] == m
-                                                                           for r in records)]
+    heads = list(dict.fromkeys(r["method"] for r in records if r["seed"] is not None))  # matchers have no seed
     if len(heads) < 2:
         return ""
     run = {(r["method"], r["fold"], r["seed"]): r for r in records}
