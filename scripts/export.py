@@ -28,6 +28,9 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=1,
                    help="add the vectors in this many parallel shards, merged into one index (IVF kinds)")
     p.add_argument("--float16", action="store_true", help="store vectors.npy and photos.npy as float16")
+    p.add_argument("--expand", default="auto", metavar="SPEC",
+                   help="neighbour expansion searches use by default: auto (what the checkpoint's training calls for), "
+                        "dba<k>+qe<k> (e.g. dba5+qe2) or none (docs/search.md#neighbour-expansion)")
     p.add_argument("--append", action="store_true", help="add only articles not in the export yet")
     p.add_argument("--update", action="store_true", help="re-encode the catalog's articles into the export")
     p.add_argument("--delete", nargs="+", default=None, metavar="ID", help="remove these articles (@FILE: ids)")
@@ -72,7 +75,7 @@ def main() -> None:
     start = time.perf_counter()
     m = export_index(encoder, args.catalog or make_demo_catalog(), args.cache or cache_dir("embeddings"), args.out,
                      index=args.index, dtype="float16" if args.float16 else None, append=args.append,
-                     checkpoint_path=args.checkpoint, update=args.update, shards=args.shards)
+                     checkpoint_path=args.checkpoint, update=args.update, shards=args.shards, expansion=args.expand)
     params = "".join(f" {k}={v}" for k, v in m["index"]["params"].items())
     photos = f", {m['photos']['count']} photo vectors" if m.get("photos") else ", no photo vectors"
     fusion = f" + titles ({m['fusion']['text']}, w={m['fusion']['weight']})" if m.get("fusion") else \
@@ -81,6 +84,7 @@ def main() -> None:
     keys = f", metadata {', '.join(m['metadata']['keys'])}" if m.get("metadata") and m["metadata"]["keys"] else ""
     print(f"{args.out}: {m['count']} articles ({m['catalog_name']}){photos}, {m['dim']}-d {m['dtype']}, index "
           f"{m['index']['type']}{params}, backbone {m['backbone']['id']}, head {m['head']['name']}{fusion}{keys}, "
+          f"searched with expansion {m['expansion']}, "
           f"{time.perf_counter() - start:.1f}s")
     for line in m["skipped_photos"]:
         print(f"  {line}")

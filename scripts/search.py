@@ -32,7 +32,11 @@ def main() -> None:
     p.add_argument("--out", default=None, help="with --queries: write the JSONL results here (default: stdout)")
     p.add_argument("-k", type=int, default=10, help="neighbours to show")
     p.add_argument("--rerank", default=None, help="matcher re-scoring the set-vector candidates (e.g. chamfer)")
-    p.add_argument("--candidates", type=int, default=200, help="set-vector hits re-scored with --rerank")
+    p.add_argument("--candidates", type=int, default=200,
+                   help="set-vector hits re-scored with --rerank or the neighbour expansion")
+    p.add_argument("--expand", default=None, metavar="SPEC",
+                   help="neighbour expansion: dba<k>+qe<k> (e.g. dba5+qe2) or none; default: the export's "
+                        "(docs/search.md#neighbour-expansion)")
     p.add_argument("--weight", type=float, default=0.0, help="with --rerank: set-vector share of the score")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only articles with this metadata (repeatable: keys AND, a repeated key OR)")
@@ -71,7 +75,7 @@ def main() -> None:
     from setenc.search.queries import answer, load_query_photo, read_queries
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
-    index = SetIndex.load(args.index, encoder)
+    index = SetIndex.load(args.index, encoder, expansion=args.expand)
     index.selector(where)  # a bad --where fails before any photo is embedded
     options = {"rerank": args.rerank, "candidates": args.candidates, "weight": args.weight, "where": where}
     if args.queries:

@@ -16,6 +16,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", required=True, help="export folder written by scripts/export.py")
     p.add_argument("--checkpoint", default=None, help="the head the export was built with (when it moved)")
+    p.add_argument("--expand", default=None, metavar="SPEC",
+                   help="neighbour expansion: dba<k>+qe<k> (e.g. dba5+qe2) or none; default: the export's")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--photo-root", default=None, help="folder under which /search may read photo paths")
@@ -30,7 +32,7 @@ def main() -> None:
     from setenc.search.service import create_app
 
     encoder = SetEncoder.from_pretrained(args.checkpoint) if args.checkpoint else None
-    index = SetIndex.load(args.index, encoder)
+    index = SetIndex.load(args.index, encoder, expansion=args.expand)
     if not args.vectors_only:
         index.encoder.backbone  # noqa: B018 — build encoder and backbone now, not on the first request
     app = create_app(index, args.photo_root, int(args.max_photo_mb * 2**20), args.max_photos)

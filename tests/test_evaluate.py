@@ -57,6 +57,9 @@ def test_single_photo_catalog_reports_one_matcher_row():
     sets = [rng.normal(size=(1, 8)).astype(np.float32) for _ in range(6)]
     cat = Catalog([Article(f"a{i}", (f"/x/{i}.jpg",), f"g{i % 2}") for i in range(6)], root=None)
     rows, _ = evaluate_sets(sets, cat, {})
+    assert [(r["method"], r["protocol"]) for r in rows] == [("mean", "group"), ("mean", "single"),
+                                                           ("mean", "group+expanded")]  # as an export searches
+    rows, _ = evaluate_sets(sets, cat, {}, expansion=None)
     assert [(r["method"], r["protocol"]) for r in rows] == [("mean", "group"), ("mean", "single")]
 
 

@@ -69,8 +69,9 @@ def test_evaluate_sets_scores_every_gallery_with_intervals():
     t_sets, test, r_sets, rest = _split(*_catalog())
     rows, _ = evaluate_sets(t_sets, test, {}, ["mean", "chamfer"], ("group",), others=(r_sets, rest))
     got = {(r["method"], r["protocol"]): r for r in rows}
-    assert set(got) == {(m, p) for m in ("mean", "chamfer") for p in ("group", "group-x2", "group-all")}
-    assert got[("mean", "group-all")]["gallery"] == len(test) + len(rest)
+    assert set(got) == {(m, p) for m in ("mean", "chamfer") for p in ("group", "group-x2", "group-all")} | {
+        ("mean", "group-all+expanded")}  # mean pooling also as an export searches it; a matcher has no vector
+    assert got[("mean", "group-all")]["gallery"] == got[("mean", "group-all+expanded")]["gallery"] == len(test) + len(rest)
     for r in rows:
         for k in ("recall@1", "recall@5", "recall@10", "map@r"):
             lo, hi = r[f"{k}_ci"]

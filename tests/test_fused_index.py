@@ -60,8 +60,8 @@ def top(scores: np.ndarray, k: int) -> np.ndarray:
 
 def test_weight_one_ranks_exactly_as_the_photos_only_export(setup):
     make, cat, text, _ = setup
-    plain, fused = make(None, "plain"), make(1.0, "fused")
-    assert fused.manifest["fusion"] == {"weight": 1.0, "text": text.id, "text_dim": text.dim}
+    plain, fused = make(None, "plain", expansion="none"), make(1.0, "fused")  # a late fusion is never expanded
+    assert fused.manifest["expansion"] == "none" and fused.manifest["fusion"] == {"weight": 1.0, "text": text.id, "text_dim": text.dim}
     assert plain.manifest["fusion"] is None and fused.dim == plain.dim + text.dim
     np.testing.assert_array_equal(np.asarray(fused.vectors)[:, : plain.dim], plain.vectors)
     assert not np.asarray(fused.vectors)[:, plain.dim:].any()

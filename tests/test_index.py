@@ -65,7 +65,7 @@ def test_round_trip_equals_brute_force(encoder, tmp_path):
     cat_path = colour_catalog(tmp_path, 30)
     manifest = export(encoder, cat_path, tmp_path)
     cat = load_catalog(cat_path)
-    idx = SetIndex.load(tmp_path / "idx", encoder)
+    idx = SetIndex.load(tmp_path / "idx", encoder, expansion="none")
     assert idx.ids == cat.ids and manifest["count"] == len(idx) == 30 and manifest["dropped"] == []
     assert manifest["catalog"] == str(cat_path.resolve()) and manifest["backbone"]["id"] == "fake:v1"
     direct = encoder.encode([list(a.images) for a in cat])  # encoded here, not read back from the export
@@ -84,7 +84,7 @@ def test_round_trip_equals_brute_force(encoder, tmp_path):
 def test_photo_set_query_equals_vector_query(encoder, tmp_path):
     cat = load_catalog(colour_catalog(tmp_path, 12))
     export(encoder, cat, tmp_path)
-    idx = SetIndex.load(tmp_path / "idx", encoder)
+    idx = SetIndex.load(tmp_path / "idx", encoder, expansion="none")
     photos = list(cat[4].images)
     by_photos = idx.search(photos, k=5)
     by_pil = idx.search([Image.open(p) for p in photos], k=5)
@@ -98,7 +98,7 @@ def test_photo_set_query_equals_vector_query(encoder, tmp_path):
 
 def test_unnormalised_vector_and_k_beyond_count(encoder, tmp_path):
     export(encoder, colour_catalog(tmp_path, 4), tmp_path)
-    idx = SetIndex.load(tmp_path / "idx")
+    idx = SetIndex.load(tmp_path / "idx", expansion="none")
     v = np.asarray(idx.vectors[2], np.float32)
     hits = idx.search(3.0 * v, k=10)
     assert len(hits) == 4 and hits[0] == ("a2", pytest.approx(1.0, abs=1e-5))
@@ -163,7 +163,7 @@ def test_append_equals_full_rebuild(encoder, tmp_path):
 
 def test_float16_export(encoder, tmp_path):
     export(encoder, colour_catalog(tmp_path, 10), tmp_path, dtype="float16")
-    idx = SetIndex.load(tmp_path / "idx")
+    idx = SetIndex.load(tmp_path / "idx", expansion="none")
     assert idx.vectors.dtype == np.float16
     v = np.asarray(idx.vectors, np.float32)  # rounded to float16: the index holds exactly these values
     q = v / np.linalg.norm(v, axis=1, keepdims=True)  # queries are normalised before searching
@@ -257,7 +257,7 @@ def test_build_from_float16_memmap_in_chunks(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_export_round_trip(encoder, tmp_path, kind):
     export(encoder, colour_catalog(tmp_path, 40), tmp_path, index=kind)
-    idx = SetIndex.load(tmp_path / "idx", encoder)
+    idx = SetIndex.load(tmp_path / "idx", encoder, expansion="none")
     assert idx.manifest["index"]["type"] == kind and idx.manifest["index"]["params"]
     own = [idx.search(np.asarray(idx.vectors[i]), k=1)[0][0] for i in range(0, 40, 4)]
     assert own == [f"a{i}" for i in range(0, 40, 4)]

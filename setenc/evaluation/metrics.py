@@ -177,6 +177,7 @@ def vector_metrics(
     exclude: np.ndarray | None = None,
     block: int = 1 << 24,
     bootstrap: int = BOOTSTRAP,
+    expansion=None,
 ) -> dict:
     """`retrieval_metrics(q @ g.T, ...)` without the (Q, G) matrix: cosines are computed and ranked a block at a time.
 
@@ -186,6 +187,8 @@ def vector_metrics(
             leave-one-out's `ignore` as one index per query (`Protocol.exclude`).
         block: score entries per block (rows × G): memory is a few times `block` × 4 bytes.
         bootstrap: as in `retrieval_metrics`.
+        expansion: a `setenc.search.expansion.Expansion`: rank expanded queries against the augmented gallery,
+            each query kept out of the augmentation of its own gallery (`expanded_scores`); None: plain cosines.
 
     Returns: as `retrieval_metrics`, with the same numbers (same ranks, same tie order).
     """
@@ -201,8 +204,14 @@ def vector_metrics(
     dtype = np.result_type(q.dtype, g.dtype, np.float32)
     tally = _Tally(ks, bootstrap)
     rows = max(1, block // max(len(g), 1))
-    for a in range(0, len(q), rows):
-        s = (q[a:a + rows] @ g.T).astype(dtype, copy=False)  # (b, G)
+    if expansion is None:
+        blocks = ((a, q[a:a + rows] @ g.T) for a in range(0, len(q), rows))
+    else:
+        from setenc.search.expansion import expanded_scores
+
+        blocks = expanded_scores(q, g, expansion, exclude, block)
+    for a, s in blocks:
+        s = s.astype(dtype, copy=False)  # (b, G)
         skip = None
         if exclude is not None:
             skip = np.zeros(s.shape, dtype=bool)

@@ -32,6 +32,11 @@ MEANING = {  # one line each, printed under every report's table
                 "(trained-on) articles as distractors",
     "group-all": "group retrieval of the held-out articles in a gallery of EVERY article of the catalogue (the "
                  "trained-on ones too): how a new article is searched in use",
+    "group+expanded": "`group`, searched as an export is by default: the gallery's vectors averaged with their "
+                      "nearest neighbours, the query's with its best hits (setenc.search.expansion; the query kept "
+                      "out of its own gallery's averaging)",
+    "group-all+expanded": "`group-all`, searched as an export is by default (neighbour expansion, as "
+                          "`group+expanded`)",
 }
 
 

@@ -14,6 +14,7 @@ large gallery is evaluated for heads; the matchers need (Q, G) by nature.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.matching.calibration import check_catalog, report_lines
 from setenc.photos import photo_sets
+from setenc.search.expansion import DEFAULT_EXPANSION, Expansion, resolve
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.tta import TTA, with_tta
 from setenc.heads.sets import pad_sets
@@ -43,6 +45,7 @@ from setenc.titles.encoders import create_text_encoder
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
 ANECDOTE = 30  # fewer queries than this in a protocol: the report says its numbers are anecdotes
 KEEP_SCORES = 1 << 24  # a head's (Q, G) cosines are kept for the pictures only up to this many entries (64 MB)
+EXPANDED = "+expanded"  # protocol suffix: the protocol searched with neighbour expansion (`setenc.search.expansion`)
 
 
 def padded_sets(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -114,11 +117,16 @@ def evaluate_sets(
     protocols: Sequence[str] = PROTOCOLS,
     matcher_kwargs: dict[str, dict] | None = None,
     others: tuple[list[np.ndarray], Catalog] | None = None,
+    expansion: str | Expansion | None = "auto",
 ) -> tuple[list[dict], dict]:
     """Rows of metrics for every method and protocol on these per-article photo vectors.
 
     `others`: the catalogue's other articles (sets, catalog) — those a head trained on; given, the `group` protocol
     is also scored in galleries that hold them as distractors (`group-x2`, `group-all`: `full_gallery_protocols`).
+    `expansion`: the vector methods (heads, and mean pooling when the `mean` matcher runs) are also scored as an
+    export searches them, with neighbour expansion (`setenc.search.expansion`), on the protocol whose gallery is
+    the whole catalogue (`group-all`, else `group`), as `<protocol>+expanded`. "auto": each head's own
+    (`expansion_for`), mean pooling the first head's (the products' default without one); None: no such rows.
     Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures (a head's only while
     Q × G ≤ `KEEP_SCORES`: its metrics never need it).
     """
@@ -151,7 +159,29 @@ def evaluate_sets(
             rows.append(result_row(name, p, metrics, time.perf_counter() - t))
             if len(q) * len(g) <= KEEP_SCORES:
                 scores[(name, p.name)] = q @ g.T
+    whole = next((p for p in ps if p.name == ("group-all" if others is not None else "group")), None)
+    if expansion is not None and whole is not None:
+        own = {name: resolve(expansion, enc) for name, enc in encoders.items()}
+        methods = {name: (set_vectors(enc, catalog), own[name]) for name, enc in encoders.items()}
+        if "mean" in (list_matchers() if matchers is None else matchers):
+            first = next(iter(own.values()), DEFAULT_EXPANSION)
+            methods = {"mean": (mean_vectors, first if expansion == "auto" else Expansion.parse(expansion)), **methods}
+        expanded = dataclasses.replace(whole, name=whole.name + EXPANDED)
+        for name, (encode, how) in methods.items():
+            if how is None:
+                continue  # a late fusion: searched without expansion
+            g = encode(whole.gallery, whole.g_views, whole.g_ids)
+            t = time.perf_counter()
+            q = encode(whole.queries, whole.q_views, whole.q_ids)
+            metrics = vector_metrics(q, g, whole.q_labels, whole.g_labels, exclude=whole.exclude, expansion=how)
+            rows.append(result_row(name, expanded, metrics, time.perf_counter() - t))
     return rows, scores
+
+
+def mean_vectors(sets: list[np.ndarray], views=None, ids=None) -> np.ndarray:
+    """Mean pooling as a vector method (the `mean` matcher's vectors): unit mean of each set's photo vectors."""
+    m = np.stack([np.asarray(s, np.float32).mean(0) for s in sets])
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 def set_vectors(enc: SetEncoder, catalog: Catalog):

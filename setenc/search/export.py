@@ -27,6 +27,7 @@ from setenc import __version__
 from setenc.search.ann import build_index, refill
 from setenc.catalogs import Catalog, load_catalog
 from setenc.encoder import SetEncoder
+from setenc.search.expansion import Expansion, resolve
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.search.filters import Metadata
 from setenc.plumbing.paths import file_sha256
@@ -47,6 +48,7 @@ def export_index(
     checkpoint_path: str | os.PathLike | None = None,
     update: bool = False,
     shards: int = 1,
+    expansion: str | Expansion | None = "auto",
 ) -> dict:
     """Encode the articles of `catalog` and write the export folder `out_dir` atomically.
 
@@ -63,12 +65,16 @@ def export_index(
             new ids added at the end, the others kept; an updated article left with no photo is removed.
         checkpoint_path: the encoder's checkpoint file, recorded so photo queries can rebuild the encoder;
             default: `encoder.checkpoint_path` when set.
+        expansion: the neighbour expansion searches of this export use by default (`setenc.search.expansion`):
+            "auto" (what the checkpoint's training calls for: `expansion_for`), a spec such as "dba5+qe2", or
+            "none"; recorded in the manifest, and a search may still ask for another.
 
     Returns:
         the manifest written. Articles with no embeddable photo are listed in `manifest["dropped"]`.
     """
     out = Path(out_dir)
     catalog_path = None
+    expansion = resolve(expansion, encoder)  # a bad spec fails before any work
     if not isinstance(catalog, Catalog):
         catalog_path = str(Path(catalog).resolve())
         catalog = load_catalog(catalog)
@@ -99,6 +105,7 @@ def export_index(
             source = (old.manifest.get("catalog"), old.manifest.get("catalog_name", catalog.name))
         new.manifest = _manifest(encoder, len(new.ids), vecs.shape[1], kind, params, dtype, dropped,
                                  checkpoint_path or getattr(encoder, "checkpoint_path", None), *source)
+        new.manifest["expansion"] = expansion.name if expansion else "none"
         manifest = write_export(out, new)
     return {**manifest, "skipped_photos": skipped}
 

@@ -38,6 +38,7 @@ from PIL import Image
 from setenc.search.ann import build_index, ivf_lists, search, search_refined, set_search_params
 from setenc.encoder import SetEncoder
 from setenc.plumbing.errors import SetencError
+from setenc.search.expansion import Expansion, ExpandedSearch
 from setenc.search.export import check_encoder, delete_articles, encoder_from_manifest, export_index
 from setenc.search.filters import Metadata, RowSelector, Where
 from setenc.matching.calibration import Calibration
@@ -67,13 +68,20 @@ class SetIndex:
         encoder: the encoder for photo queries; built from the manifest on first use when None.
         photos: the articles' photo vectors (None for exports written before they were stored).
         metadata: the articles' filterable metadata (None for exports written before it was stored).
+        expansion: neighbour expansion of set-vector searches (`setenc.search.expansion`): None = the one the
+            manifest records ("none" for exports written before it did), else a spec ("dba5+qe2", "none").
     """
 
     def __init__(self, index: faiss.Index, ids: list[str], manifest: dict, vectors: np.ndarray,
                  encoder: SetEncoder | None = None, photos: PhotoStore | None = None,
-                 metadata: Metadata | None = None):
+                 metadata: Metadata | None = None, expansion: str | Expansion | None = None):
         self.index, self.ids, self.manifest, self.vectors, self.photos = index, ids, manifest, vectors, photos
         self.metadata = metadata
+        self.expansion = Expansion.parse(manifest.get("expansion", "none") if expansion is None else expansion)
+        if self.expansion is not None and manifest.get("fusion"):
+            raise SetencError("a late-fusion export cannot be searched with neighbour expansion (its vectors' "
+                              "lengths say which sides an article has); pass expansion='none'")
+        self._expanded: ExpandedSearch | None = None
         self._encoder = encoder
         self._lookup = np.array([*ids, None], dtype=object)  # row -> id; FAISS's "no hit" row -1 -> None
         self._rows = {i: r for r, i in enumerate(ids)}
@@ -82,13 +90,16 @@ class SetIndex:
         set_search_params(index, manifest["index"]["params"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, encoder: SetEncoder | None = None, verify: bool = True) -> "SetIndex":
-        """Open an export; `verify` checks every file's sha256, `encoder` must be the one it was built with."""
+    def load(cls, path: str | os.PathLike, encoder: SetEncoder | None = None, verify: bool = True,
+             expansion: str | Expansion | None = None) -> "SetIndex":
+        """Open an export; `verify` checks every file's sha256, `encoder` must be the one it was built with;
+        `expansion`: None = the manifest's (see the class)."""
         path = Path(path)
         export = read_export(path, verify)
         if encoder is not None:
             check_encoder(export.manifest, encoder, path)
-        return cls(export.index, export.ids, export.manifest, export.vectors, encoder, export.photos, export.metadata)
+        return cls(export.index, export.ids, export.manifest, export.vectors, encoder, export.photos, export.metadata,
+                   expansion)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -258,24 +269,41 @@ class SetIndex:
         return self._search(vecs, photos, k, matcher, candidates, weight, selector)
 
     def _search(self, vecs: np.ndarray, photos: list[np.ndarray | None], k: int, matcher: Matcher | None,
-                candidates: int, weight: float, selector: RowSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`search_batch` on prepared queries: (Q, E) query vectors and their photo vectors."""
+                candidates: int, weight: float, selector: RowSelector | None = None,
+                skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search_batch` on prepared queries: (Q, E) query vectors and their photo vectors. With an expansion, the
+        top `candidates` set-vector hits are re-scored expanded (`skip[i]`: a row query i never expands with)."""
         if k < 1 or candidates < 1:
             raise SetencError(f"k={k} and candidates={candidates} must be at least 1")
-        if matcher is None:
+        if matcher is None and self.expansion is None:
             scores, rows = self._ann(vecs, k, selector)  # (Q, k) each
             return self._lookup[rows], np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+        if matcher is None:
+            set_scores, set_rows = self._ann(vecs, max(k, candidates), selector)
+            scores = self.expanded.scores(vecs, set_rows, skip)
+            order = np.lexsort((np.where(set_rows >= 0, set_rows, len(self)), -scores), axis=1)[:, :k]
+            rows = np.take_along_axis(set_rows, order, axis=1)
+            return self._lookup[rows], np.take_along_axis(scores, order, axis=1)
         store = require_photos(self.photos, f"re-ranking with {matcher.name!r}")
         if any(p is None for p in photos):
             raise SetencError("re-ranking needs each query's photos (paths, PIL images or an (n, D) array), "
                               "not a single vector")
         set_scores, set_rows = self._ann(vecs, max(k, candidates), selector)  # (Q, C) each: matching rows only
+        if self.expansion is not None:
+            set_scores = self.expanded.scores(vecs, set_rows, skip)
         out_rows = np.full((len(vecs), k), -1, np.int64)
         out_scores = np.full((len(vecs), k), -np.inf, np.float32)
         for q, (x, rows, scores) in enumerate(zip(photos, set_rows, set_scores)):
             r, s = rerank_rows(matcher, x, store, rows, scores, k, weight)
             out_rows[q, : len(r)], out_scores[q, : len(s)] = r, s
         return self._lookup[out_rows], out_scores
+
+    @property
+    def expanded(self) -> ExpandedSearch:
+        """The export's augmented vectors, filled on demand through its own index (`self.expansion` must be set)."""
+        if self._expanded is None or self._expanded.expansion != self.expansion:
+            self._expanded = ExpandedSearch(self.expansion, self.vectors, lambda v, k: self._ann(v, k))
+        return self._expanded
 
     def _ann(self, vecs: np.ndarray, k: int, selector: RowSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS top-k of the query vectors among the selected rows (all: None); an "ivfpq" index's hits re-scored
@@ -359,5 +387,5 @@ class SetIndex:
         vec = self._unit(np.asarray(self.vectors[r : r + 1], np.float32))
         photos = [None if self.photos is None else self.photos.set(r)]
         ids, scores = self._search(vec, photos, k + 1, None if rerank is None else reranker(rerank), candidates,
-                                   check_weight(weight), selector)
+                                   check_weight(weight), selector, np.array([r]))
         return [(i, float(s)) for i, s in zip(ids[0], scores[0]) if i is not None and i != article_id][:k]

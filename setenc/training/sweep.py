@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from setenc.matching.matchers import list_matchers
+from setenc.search.expansion import expansion_for_split
 from setenc.training.config import TrainConfig, load_config
 
 
@@ -74,7 +75,8 @@ def fold_rows(cfg: TrainConfig, encoders: dict, matchers: Sequence[str], protoco
     tuned = tune_matchers(*tune_on, names=matchers) if tune and tunable_matchers(matchers) else {}
     rest = ([*data["train"][0], *data["val"][0]],
             data["train"][1].with_articles(data["train"][1].articles + data["val"][1].articles))
-    rows, _ = evaluate_sets(*data["test"], encoders, matchers, (_base(protocol),), tuned, rest)
+    rows, _ = evaluate_sets(*data["test"], encoders, matchers, (_base(protocol),), tuned, rest,
+                            expansion_for_split(cfg.split_by))  # mean pooling as the fold's heads are searched
     return rows
 
 
