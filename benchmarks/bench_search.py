@@ -249,12 +249,12 @@ def pairwise(real, gallery, syn, q_quality) -> dict:
     return out
 
 
-def set_index(index, params: dict, vecs: np.ndarray, encoder, photos=None):
+def set_index(index, params: dict, vecs: np.ndarray, encoder, photos=None, expansion=None):
     """An in-memory `SetIndex` over `vecs` (ids "0", "1", ...): queries go through the library end to end."""
     from setenc.search.index import SetIndex
 
-    manifest = {"dim": int(vecs.shape[1]), "index": {"params": params}}
-    return SetIndex(index, [str(r) for r in range(len(vecs))], manifest, vecs, encoder, photos)
+    manifest = {"dim": int(vecs.shape[1]), "index": {"params": params}, "expansion": "none"}
+    return SetIndex(index, [str(r) for r in range(len(vecs))], manifest, vecs, encoder, photos, expansion=expansion)
 
 
 def search_modes(real, gallery, vecs, encoder, q_quality, q_val, args) -> list[dict]:
@@ -265,6 +265,7 @@ def search_modes(real, gallery, vecs, encoder, q_quality, q_val, args) -> list[d
     from setenc.search.ann import build_index
     from setenc.matching.matchers import pairwise_scores
     from setenc.search.multivector import MAX_SIM
+    from setenc.search.expansion import DEFAULT_EXPANSION
     from setenc.search.rerank import DEFAULT_CANDIDATES, reranker
     from setenc.search.store import PhotoStore
 
@@ -286,6 +287,9 @@ def search_modes(real, gallery, vecs, encoder, q_quality, q_val, args) -> list[d
         return torch.topk(pairwise_scores(matcher, qx, qm, gx, gm)[0], 10).indices.numpy()
 
     methods = {"set vector (hnsw)": lambda i: rows_of(si.search(q_sets[i], 10))}
+    expanded = set_index(index, params, vecs[: len(gx)], encoder, store, DEFAULT_EXPANSION)
+    methods[f"set vector + expansion {DEFAULT_EXPANSION.name}, {DEFAULT_CANDIDATES} candidates (augmented on first "
+            "need)"] = lambda i: rows_of(expanded.search(q_sets[i], 10))
     for c in (int(x) for x in args.candidates.split(",")):
         methods[f"set vector + rerank {matcher.name}, {c} candidates"] = \
             lambda i, c=c: rows_of(si.search(q_sets[i], 10, rerank=matcher, candidates=c))

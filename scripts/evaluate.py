@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--text-model", default=None, help="model folder / cached hub id for clip-text and minilm")
     p.add_argument("--tta", default=None, help="photo variants for every row: none | flip | flip+crop[:elements] "
                    "(docs/tta.md); default: the checkpoints' recorded ones, else none")
+    p.add_argument("--expand", default="auto", metavar="SPEC",
+                   help="the `+expanded` rows' neighbour expansion: auto (each head's, as its export searches), "
+                        "dba<k>+qe<k> or none (no such rows; docs/search.md#neighbour-expansion)")
     args = p.parse_args()
 
     from setenc.photos import create_backbone
@@ -83,7 +86,8 @@ def main() -> None:
     out = Path(args.out or Path(LOCAL) / catalog.name)
     report = evaluate_catalog(catalog, backbone, args.cache or cache_dir("embeddings"), encoders,
                               args.matchers, args.protocols or PROTOCOLS, args.split, not args.no_tune, out,
-                              not args.no_pictures, text=args.text, text_options=text_options, tta=args.tta)
+                              not args.no_pictures, text=args.text, text_options=text_options, tta=args.tta,
+                              expansion=args.expand)
     print(markdown_report({k: v for k, v in report.items() if k != "pictures"}))  # image links: in the file
     for line in report["skipped_photos"]:
         print(line)

@@ -20,6 +20,7 @@ _API = {
     "search.export": ("delete_articles", "export_index"),
     "titles.fusion": ("Fusion", "fuse_vectors", "tune_weight"),
     "search.index": ("SetIndex",),
+    "search.expansion": ("Expansion", "expansion_for"),  # neighbour expansion: an export's default search
     "training.losses": ("InfoNCE", "SupConLoss", "create_loss", "list_losses"),
     "matching.matchers": ("create_matcher", "list_matchers", "pairwise_scores"),
     "search.parquet": ("export_parquet",),

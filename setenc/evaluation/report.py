@@ -207,6 +207,7 @@ def evaluate_catalog(
     text: str | None = None,
     text_options: dict | None = None,
     tta: str | None = None,
+    expansion: str | Expansion | None = "auto",
 ) -> dict:
     """Embed, pick held-out articles, score every method, and write `report.md` / `report.json` / pictures.
 
@@ -217,6 +218,7 @@ def evaluate_catalog(
             to `<out_dir>/fused/`. Its weight is tuned on the validation / training split, or, when the scored
             articles are the whole catalogue, on a hashed `TUNE_FRACTION` of them that is then not scored.
         tta: photo variants for every row (`setenc.photos.tta`); None = the ones the checkpoints record.
+        expansion: the `+expanded` rows (`evaluate_sets`): "auto", a spec ("dba5+qe2") or None / "none".
     """
     encoders = dict(encoders or {})
     for enc in encoders.values():
@@ -225,6 +227,7 @@ def evaluate_catalog(
     if text is not None:
         check_titles(catalog)  # before any work: a catalogue without titles is a one-line error
         text_encoder = create_text_encoder(text, **(text_options or {}))
+    expansion = expansion if expansion == "auto" else Expansion.parse(expansion)  # a bad spec: before any work
     hashes = EmbeddingCache(cache_root, backbone.id, backbone.dim).hashes  # content hashes, stat-cached
     test, val, why = choose_split(catalog, encoders, split, hashes)
     rest = catalog.subset(set(catalog.ids) - set(test.ids), name=f"{catalog.name}-rest") if len(test) < len(catalog) \
@@ -241,7 +244,7 @@ def evaluate_catalog(
     if tune and val_sets is not None:
         tuned = tune_matchers(*val_sets, names=matchers)
     others = photo_sets(rest, backbone, cache_root, progress=progress, tta=tta)[:2] if rest is not None else None
-    rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned, others)
+    rows, scores = evaluate_sets(sets, kept, encoders, matchers, protocols, tuned, others, expansion)
     text_info = None
     if text is not None:
         text_encoder.fit([a.title for a in catalog.articles])  # label-free: every title of the catalogue

@@ -2,7 +2,9 @@
 
 The export folder and its files are `setenc.search.store`; writing and editing exports is `setenc.search.export`; building FAISS
 indexes is `setenc.search.ann` (their names stay importable from here). Three ways to search one export:
-- **set vector** (default): one vector per article in FAISS, the query's set vector against them;
+- **set vector** (default): one vector per article in FAISS, the query's set vector against them; by default
+  expanded (`setenc.search.expansion`): the top `candidates` hits re-scored on neighbour-averaged article vectors with
+  an expanded query, as the export's manifest records (`expansion=` / `--expand` to choose, "none" for plain cosines);
 - **two-stage** (`rerank="chamfer"`, ...): the top `candidates` set-vector hits re-scored on their photo vectors by
   a matcher, optionally fused with the set-vector cosine (`weight`, 1 = set vector only; `setenc.search.rerank`);
 - **multi-vector** (`search_photos`): every photo searched on its own, aggregated per article (`setenc.search.multivector`).
