@@ -68,9 +68,10 @@ def fold_rows(cfg: TrainConfig, encoders: dict, matchers: Sequence[str], protoco
     fold's training and validation articles as distractors)."""
     from setenc.evaluation.report import evaluate_sets
     from setenc.evaluation.tuning import tunable_matchers, tune_matchers
-    from setenc.training.run import load_training_data
+    from setenc.training.run import load_training_data, prepare
 
-    data, _, _ = load_training_data(cfg)  # applies the recipe: the split the heads of this fold get
+    cfg = prepare(cfg)[0]  # the recipe's choices: the split the heads of this fold get, and its kind (split_by)
+    data, _, _ = load_training_data(cfg)
     tune_on = data["val"] if len(data["val"][0]) else data["train"]
     tuned = tune_matchers(*tune_on, names=matchers) if tune and tunable_matchers(matchers) else {}
     rest = ([*data["train"][0], *data["val"][0]],
