@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from setenc.catalogs import Catalog, hash_bucket
 
 PROTOCOLS = ("group", "self", "single")
 GALLERY_SIZES = ("x2", "all")  # the full-gallery protocols' sizes: `group-x2`, `group-all`
+EXPANDED = "+expanded"  # protocol suffix: searched with neighbour expansion, as an export is (`setenc.search.expansion`)
 MEANING = {  # one line each, printed under every report's table
     "group": "each query article searches the gallery; hits are articles of the same group (product)",
     "self": "half of an article's photos search the other halves of every article; the hit is the article itself",
@@ -179,6 +181,35 @@ def full_gallery_protocols(p: Protocol, sets: list[np.ndarray], catalog: Catalog
 def _label(a) -> str:
     """An article's group, or a label of its own (never a positive of another article)."""
     return a.group if a.group is not None else f"\0{a.id}"
+
+
+def expanded_rows(p: Protocol, methods: dict) -> list[dict]:
+    """Report rows of vector methods on `p` searched as an export is, as protocol `<p.name>+expanded`.
+
+    `methods`: name -> (`encode` as `evaluate_vectors` takes it, its `Expansion`, or None for none: no row). Each
+    held-out query is kept out of its own gallery's averaging (`setenc.search.expansion.expanded_scores`).
+    """
+    import time
+
+    from setenc.evaluation.metrics import vector_metrics
+
+    rows = []
+    named = dataclasses.replace(p, name=p.name + EXPANDED)
+    for name, (encode, expansion) in methods.items():
+        if expansion is None:
+            continue  # a late fusion: searched without expansion
+        g = encode(p.gallery, p.g_views, p.g_ids)  # index time, not query time
+        t = time.perf_counter()
+        q = encode(p.queries, p.q_views, p.q_ids)
+        m = vector_metrics(q, g, p.q_labels, p.g_labels, exclude=p.exclude, expansion=expansion)
+        rows.append(result_row(name, named, m, time.perf_counter() - t))
+    return rows
+
+
+def mean_vectors(sets: list[np.ndarray], views=None, ids=None) -> np.ndarray:
+    """Mean pooling as a vector method (the `mean` matcher's vectors): unit mean of each set's photo vectors."""
+    m = np.stack([np.asarray(s, np.float32).mean(0) for s in sets])
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 def evaluate_vectors(encode, protocol: Protocol) -> dict:

@@ -14,7 +14,6 @@ large gallery is evaluated for heads; the matchers need (Q, G) by nature.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from setenc.plumbing.errors import SetencError
 from setenc.evaluation.heldout import (SEEN, PhotoHashes, final_checkpoint_error, overlap, read_hashes,
                                       split_by_record)
 from setenc.evaluation.metrics import retrieval_metrics, vector_metrics
-from setenc.evaluation.protocols import (MEANING, METRICS, PROTOCOLS, Protocol, full_gallery_protocols,
-                                         make_protocols, result_row)
+from setenc.evaluation.protocols import (MEANING, METRICS, PROTOCOLS, Protocol, expanded_rows, full_gallery_protocols,
+                                         make_protocols, mean_vectors, result_row)
 from setenc.evaluation.titles import TUNE_FRACTION, check_titles, save_fused, title_rows, tune_fusions
 from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
@@ -45,7 +44,6 @@ from setenc.titles.encoders import create_text_encoder
 MIN_MAP_POINTS = 10  # fewer articles than this: no 2-D map in the report
 ANECDOTE = 30  # fewer queries than this in a protocol: the report says its numbers are anecdotes
 KEEP_SCORES = 1 << 24  # a head's (Q, G) cosines are kept for the pictures only up to this many entries (64 MB)
-EXPANDED = "+expanded"  # protocol suffix: the protocol searched with neighbour expansion (`setenc.search.expansion`)
 
 
 def padded_sets(sets: list[np.ndarray], views: list | None, vocab: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -166,22 +164,8 @@ def evaluate_sets(
         if "mean" in (list_matchers() if matchers is None else matchers):
             first = next(iter(own.values()), DEFAULT_EXPANSION)
             methods = {"mean": (mean_vectors, first if expansion == "auto" else Expansion.parse(expansion)), **methods}
-        expanded = dataclasses.replace(whole, name=whole.name + EXPANDED)
-        for name, (encode, how) in methods.items():
-            if how is None:
-                continue  # a late fusion: searched without expansion
-            g = encode(whole.gallery, whole.g_views, whole.g_ids)
-            t = time.perf_counter()
-            q = encode(whole.queries, whole.q_views, whole.q_ids)
-            metrics = vector_metrics(q, g, whole.q_labels, whole.g_labels, exclude=whole.exclude, expansion=how)
-            rows.append(result_row(name, expanded, metrics, time.perf_counter() - t))
+        rows += expanded_rows(whole, methods)
     return rows, scores
-
-
-def mean_vectors(sets: list[np.ndarray], views=None, ids=None) -> np.ndarray:
-    """Mean pooling as a vector method (the `mean` matcher's vectors): unit mean of each set's photo vectors."""
-    m = np.stack([np.asarray(s, np.float32).mean(0) for s in sets])
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 def set_vectors(enc: SetEncoder, catalog: Catalog):
