@@ -119,15 +119,23 @@ def test_an_export_searches_expanded_as_the_reference_ranks(fake_backbone, tmp_p
         SetIndex.load(tmp_path / "idx", expansion="dba5+qe")
 
 
-def test_a_class_head_expands_its_queries_only_and_a_late_fusion_not_at_all(fake_backbone):
-    from setenc.search.expansion import CLASS_EXPANSION, expansion_for
+def test_the_rule_expands_by_kind_and_articles_per_group(fake_backbone):
+    from setenc.catalogs import Article, Catalog
     from setenc.encoder import SetEncoder
+    from setenc.search.expansion import CLASS_EXPANSION, articles_per_group, expansion_for
+
+    def catalog(per_group: int, groups: int = 4) -> Catalog:
+        return Catalog([Article(f"a{i}", ("x.jpg",), f"g{i % groups}") for i in range(per_group * groups)], None)
 
     enc = SetEncoder.parameter_free(fake_backbone)
-    assert expansion_for(enc) == DEFAULT_EXPANSION
+    assert expansion_for(enc) == DEFAULT_EXPANSION  # nothing known: products with several listings
+    assert articles_per_group(catalog(6)) == 6.0 and expansion_for(enc, catalog(6)) == DEFAULT_EXPANSION
+    assert expansion_for(enc, catalog(1)) is None  # one article a product: its neighbours are other products
+    enc.training_info = {"split_by": "group", "articles_per_group": 1.5}
+    assert expansion_for(enc) is None and expansion_for(enc, catalog(6)) == DEFAULT_EXPANSION  # the catalogue's wins
+    unlabelled = Catalog([Article(f"a{i}", ("x.jpg",)) for i in range(8)], None)
+    assert articles_per_group(unlabelled) is None and expansion_for(enc, unlabelled) is None  # the checkpoint's then
     enc.training_info = {"split_by": "article"}
-    assert expansion_for(enc) == CLASS_EXPANSION == Expansion(0, 2)
-    enc.training_info = {"split_by": "group"}
-    assert expansion_for(enc) == DEFAULT_EXPANSION
+    assert expansion_for(enc, catalog(1)) == CLASS_EXPANSION == Expansion(0, 2)
     enc.fusion = object()
     assert expansion_for(enc) is None

@@ -35,7 +35,7 @@ from setenc.evaluation.tuning import tune_matchers
 from setenc.matching.matchers import create_matcher, list_matchers, pairwise_scores
 from setenc.matching.calibration import check_catalog, report_lines
 from setenc.photos import photo_sets
-from setenc.search.expansion import DEFAULT_EXPANSION, Expansion, resolve
+from setenc.search.expansion import Expansion, articles_per_group, choose_expansion, resolve
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.tta import TTA, with_tta
 from setenc.heads.sets import pad_sets
@@ -123,8 +123,9 @@ def evaluate_sets(
     is also scored in galleries that hold them as distractors (`group-x2`, `group-all`: `full_gallery_protocols`).
     `expansion`: the vector methods (heads, and mean pooling when the `mean` matcher runs) are also scored as an
     export searches them, with neighbour expansion (`setenc.search.expansion`), on the protocol whose gallery is
-    the whole catalogue (`group-all`, else `group`), as `<protocol>+expanded`. "auto": each head's own
-    (`expansion_for`), mean pooling the first head's (the products' default without one); None: no such rows.
+    the whole catalogue (`group-all`, else `group`), as `<protocol>+expanded`. "auto": each head's own on this
+    catalogue (`expansion_for`), mean pooling the first head's (without one, `choose_expansion` for products);
+    None, or "auto" where the rule says none: no such rows.
     Returns (rows, scores): scores[(method, protocol)] = the (Q, G) score matrix, for pictures (a head's only while
     Q × G ≤ `KEEP_SCORES`: its metrics never need it).
     """
@@ -159,11 +160,11 @@ def evaluate_sets(
                 scores[(name, p.name)] = q @ g.T
     whole = next((p for p in ps if p.name == ("group-all" if others is not None else "group")), None)
     if expansion is not None and whole is not None:
-        own = {name: resolve(expansion, enc) for name, enc in encoders.items()}
+        own = {name: resolve(expansion, enc, catalog) for name, enc in encoders.items()}
         methods = {name: (set_vectors(enc, catalog), own[name]) for name, enc in encoders.items()}
         if "mean" in (list_matchers() if matchers is None else matchers):
-            first = next(iter(own.values()), DEFAULT_EXPANSION)
-            methods = {"mean": (mean_vectors, first if expansion == "auto" else Expansion.parse(expansion)), **methods}
+            auto = next(iter(own.values())) if own else choose_expansion(None, articles_per_group(catalog))
+            methods = {"mean": (mean_vectors, auto if expansion == "auto" else Expansion.parse(expansion)), **methods}
         rows += expanded_rows(whole, methods)
     return rows, scores
 

@@ -82,26 +82,47 @@ DEFAULT_EXPANSION = Expansion()  # products (the groups a head holds out): measu
 CLASS_EXPANSION = Expansion(0, 2)  # groups are classes: DBA cost fashion44k R@1, αQE alone lifts MAP@R (round 11)
 
 
-def expansion_for(encoder) -> Expansion | None:
-    """The expansion an export of `encoder` is searched with unless told otherwise, from what its checkpoint records.
+DBA_MIN_GROUP = 3.0  # articles per product below which expansion is off: multiview (1.5) lost, cars (11.8) gained
 
-    None for a late fusion (its vectors' lengths say which sides an article has, which averaging would blur); αQE
-    only for a head trained on classes (`split_by: article`: held-out articles of known classes); DBA + αQE for
-    products and parameter-free heads.
+
+def choose_expansion(split_by: str | None, per_group: float | None) -> Expansion | None:
+    """The rule, from the catalogue's kind and its articles per group (None: unknown).
+
+    Groups are classes (`split_by: article`): αQE only. Products with fewer than `DBA_MIN_GROUP` articles each on
+    average: none (an article's neighbours are then mostly other products, and averaging with them cost multiview's
+    mean pooling 0.15 R@1). Otherwise (products with several listings each, or unknown): DBA + αQE.
+    """
+    if split_by == "article":
+        return CLASS_EXPANSION
+    if per_group is not None and per_group < DBA_MIN_GROUP:
+        return None
+    return DEFAULT_EXPANSION
+
+
+def articles_per_group(catalog) -> float | None:
+    """Mean articles per group among the articles that name one; None when none does (an unlabelled catalogue)."""
+    groups = [a.group for a in catalog.articles if a.group is not None]
+    return len(groups) / len(set(groups)) if groups else None
+
+
+def expansion_for(encoder, catalog=None) -> Expansion | None:
+    """The expansion an export of `encoder` is searched with unless told otherwise (`choose_expansion`).
+
+    None for a late fusion (its vectors' lengths say which sides an article has, which averaging would blur). The
+    kind is the checkpoint's (`split_by`); articles per group are `catalog`'s (the one exported or evaluated) when it
+    has groups, else the training catalogue's as the checkpoint records them.
     """
     if getattr(encoder, "fusion", None) is not None:
         return None
-    return expansion_for_split(encoder.training_info.get("split_by"))
+    per_group = articles_per_group(catalog) if catalog is not None else None
+    if per_group is None:
+        per_group = encoder.training_info.get("articles_per_group")
+    return choose_expansion(encoder.training_info.get("split_by"), per_group)
 
 
-def expansion_for_split(split_by: str | None) -> Expansion:
-    """`article` (groups are classes): αQE only; anything else (products, or no training): DBA + αQE."""
-    return CLASS_EXPANSION if split_by == "article" else DEFAULT_EXPANSION
-
-
-def resolve(spec: "str | Expansion | None", encoder) -> Expansion | None:
-    """`"auto"`: `expansion_for(encoder)`; otherwise `Expansion.parse(spec)`."""
-    return expansion_for(encoder) if isinstance(spec, str) and spec == "auto" else Expansion.parse(spec)
+def resolve(spec: "str | Expansion | None", encoder, catalog=None) -> Expansion | None:
+    """`"auto"`: `expansion_for(encoder, catalog)`; otherwise `Expansion.parse(spec)`."""
+    return expansion_for(encoder, catalog) if isinstance(spec, str) and spec == "auto" else Expansion.parse(spec)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -66,18 +66,19 @@ def export_index(
         checkpoint_path: the encoder's checkpoint file, recorded so photo queries can rebuild the encoder;
             default: `encoder.checkpoint_path` when set.
         expansion: the neighbour expansion searches of this export use by default (`setenc.search.expansion`):
-            "auto" (what the checkpoint's training calls for: `expansion_for`), a spec such as "dba5+qe2", or
-            "none"; recorded in the manifest, and a search may still ask for another.
+            "auto" (what the checkpoint's kind and this catalogue's articles per group call for: `expansion_for`),
+            a spec such as "dba5+qe2", or "none"; recorded in the manifest, and a search may still ask for another.
 
     Returns:
         the manifest written. Articles with no embeddable photo are listed in `manifest["dropped"]`.
     """
     out = Path(out_dir)
     catalog_path = None
-    expansion = resolve(expansion, encoder)  # a bad spec fails before any work
+    expansion = Expansion.parse(expansion) if expansion != "auto" else expansion  # a bad spec: before any work
     if not isinstance(catalog, Catalog):
         catalog_path = str(Path(catalog).resolve())
         catalog = load_catalog(catalog)
+    expansion = resolve(expansion, encoder, catalog)
     with locked(out):
         old = None
         if (append or update) and out.exists():

@@ -36,6 +36,7 @@ from setenc.plumbing.paths import cache_dir
 from setenc.photos import create_backbone, photo_sets
 from setenc.photos.cache import EmbeddingCache
 from setenc.photos.tta import TTA, with_tta
+from setenc.search.expansion import articles_per_group
 from setenc.training import recipe
 from setenc.training.config import TrainConfig, save_config
 from setenc.training.folders import check_run_dir, finish_run, work_dir
@@ -169,7 +170,8 @@ def _train(cfg: TrainConfig, catalog: Catalog, backbone, resume: bool, trainer_o
 
     best = module.head.eval()
     training = {"catalog": data["catalog"], "split": list(cfg.split), "split_by": cfg.split_by,
-                "split_seed": cfg.split_seed, "epochs": kept, SEEN: data[SEEN]}
+                "split_seed": cfg.split_seed, "epochs": kept, SEEN: data[SEEN],
+                "articles_per_group": articles_per_group(catalog)}  # the export's expansion rule reads it
     encoder = SetEncoder(best, spec, dim, training=training, text=text)
     enc = lambda sets, views, ids: encoder.encode_sets(  # noqa: E731
         sets, views=views, titles=None if titles is None else titles(ids))

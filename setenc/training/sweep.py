@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from setenc.matching.matchers import list_matchers
-from setenc.search.expansion import expansion_for_split
+from setenc.search.expansion import articles_per_group, choose_expansion
 from setenc.training.config import TrainConfig, load_config
 
 
@@ -76,8 +76,9 @@ def fold_rows(cfg: TrainConfig, encoders: dict, matchers: Sequence[str], protoco
     tuned = tune_matchers(*tune_on, names=matchers) if tune and tunable_matchers(matchers) else {}
     rest = ([*data["train"][0], *data["val"][0]],
             data["train"][1].with_articles(data["train"][1].articles + data["val"][1].articles))
-    rows, _ = evaluate_sets(*data["test"], encoders, matchers, (_base(protocol),), tuned, rest,
-                            expansion_for_split(cfg.split_by))  # mean pooling as the fold's heads are searched
+    every = rest[1].with_articles(rest[1].articles + data["test"][1].articles)
+    how = choose_expansion(cfg.split_by, articles_per_group(every))  # mean pooling as the fold's heads are searched
+    rows, _ = evaluate_sets(*data["test"], encoders, matchers, (_base(protocol),), tuned, rest, how)
     return rows
 
 
