@@ -197,6 +197,7 @@ def test_update_then_search_equals_rebuilt_export(encoder, tmp_path):
     new = {"id": "a20", "images": lines[8]["images"], "group": "g9"}
     manifest = export(encoder, write_lines(tmp_path / "changes.jsonl", [changed, new]), tmp_path, update=True)
     assert manifest["catalog"] == str(full.resolve()) and manifest["count"] == 21  # the full catalogue stays named
+    assert manifest["expansion"] == "dba5+qe2"  # kept: the change list (2 articles, 1 a group) is not the catalogue
     v2 = write_lines(tmp_path / "v2.jsonl", lines[:3] + [changed] + lines[4:] + [new])
     export(encoder, v2, tmp_path, out="rebuilt")
     assert_same_export(SetIndex.load(tmp_path / "idx"), SetIndex.load(tmp_path / "rebuilt"))

@@ -66,8 +66,9 @@ def export_index(
         checkpoint_path: the encoder's checkpoint file, recorded so photo queries can rebuild the encoder;
             default: `encoder.checkpoint_path` when set.
         expansion: the neighbour expansion searches of this export use by default (`setenc.search.expansion`):
-            "auto" (what the checkpoint's kind and this catalogue's articles per group call for: `expansion_for`),
-            a spec such as "dba5+qe2", or "none"; recorded in the manifest, and a search may still ask for another.
+            "auto" (what the checkpoint's kind and this catalogue's articles per group call for: `expansion_for`;
+            with `append` / `update`, the export's own), a spec such as "dba5+qe2", or "none"; recorded in the
+            manifest, and a search may still ask for another.
 
     Returns:
         the manifest written. Articles with no embeddable photo are listed in `manifest["dropped"]`.
@@ -78,12 +79,14 @@ def export_index(
     if not isinstance(catalog, Catalog):
         catalog_path = str(Path(catalog).resolve())
         catalog = load_catalog(catalog)
-    expansion = resolve(expansion, encoder, catalog)
     with locked(out):
         old = None
         if (append or update) and out.exists():
             old = read_export(out)
             check_encoder(old.manifest, encoder, out)
+        if expansion == "auto":  # an edit lists only the changes: the export keeps the expansion it was written with
+            expansion = Expansion.parse(old.manifest.get("expansion", "none")) if old is not None \
+                else resolve(expansion, encoder, catalog)
         kind = _agree("index type", index, old and old.manifest["index"]["type"], "flat")
         dtype = _agree("dtype", dtype, old and old.manifest["dtype"], "float32")
         if dtype not in ("float32", "float16"):
