@@ -208,8 +208,10 @@ def expanded_rows(p: Protocol, methods: dict) -> list[dict]:
 
 def mean_vectors(sets: list[np.ndarray], views=None, ids=None) -> np.ndarray:
     """Mean pooling as a vector method (the `mean` matcher's vectors): unit mean of each set's photo vectors."""
-    m = np.stack([np.asarray(s, np.float32).mean(0) for s in sets])
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    from setenc.heads.classes import photo_means
+    from setenc.heads.sets import pad_sets
+
+    return photo_means(*pad_sets(sets)).numpy()
 
 
 def evaluate_vectors(encode, protocol: Protocol) -> dict:
