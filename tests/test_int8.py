@@ -140,3 +140,37 @@ def test_int8_pair_is_registered_as_the_pairs_twin():
     twin, pair = BACKBONES.get("efficientnet-lite0+lite2-int8")(), BACKBONES.get("efficientnet-lite0+lite2")()
     assert isinstance(twin, int8.Int8Spec) and twin.float_spec.id == pair.id
     assert twin.id.startswith(f"{pair.id}:int8-") and twin.name == "efficientnet-lite0+lite2-int8"
+
+
+def test_edge_histogram_counts_as_numpy_does():
+    """onnxruntime's calibrator extends its first batch's bins with float32 `np.arange` edges; the counts must be
+    numpy's exactly (values on edges, the closed last bin, NaN, values outside), also against a naive count."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal(200_003).astype(np.float32)) * 3
+    _, edges = np.histogram(x[:1000], bins=64)
+    edges = edges.astype(np.float32)
+    width = edges[1] - edges[0]
+    edges = np.hstack((edges, np.arange(edges[-1] + width, x.max() + width, width))).astype(np.float32)
+    x[:50] = edges[rng.integers(0, len(edges), 50)]  # exactly on edges, the last one included
+    x[50:53] = [np.nan, -1.0, edges[-1] * 2]
+    got = int8.edge_histogram(x, edges, block=4096)
+    assert np.array_equal(got, np.histogram(x, bins=edges)[0])
+    naive = [np.sum((x >= lo) & ((x < hi) if i < len(edges) - 2 else (x <= hi)))
+             for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    assert got.tolist() == naive and 0 < got.sum() == np.sum((x >= edges[0]) & (x <= edges[-1])) < len(x)
+
+
+def test_fast_calibration_builds_the_same_graph(tmp_path, monkeypatch):
+    """Percentile calibration through `edge_histogram` writes byte for byte the graph numpy's histogram writes,
+    so an int8 backbone's id (and cache) still names one graph."""
+    import contextlib
+
+    from setenc.photos.backbones.onnx import export_onnx
+
+    spec = _spec()
+    fp32 = export_onnx(spec)
+    pixels = int8._calibration_pixels(spec, int8.QUANTISATION)
+    int8.quantise(fp32, str(tmp_path / "fast.onnx"), pixels, int8.QUANTISATION)
+    monkeypatch.setattr(int8, "_edge_histograms", contextlib.nullcontext)
+    int8.quantise(fp32, str(tmp_path / "numpy.onnx"), pixels, int8.QUANTISATION)
+    assert (tmp_path / "fast.onnx").read_bytes() == (tmp_path / "numpy.onnx").read_bytes()

@@ -240,6 +240,59 @@ def _overrides(model, q: Quantisation) -> dict:
     return out
 
 
+def edge_histogram(a: np.ndarray, edges: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """`np.histogram(a, bins=edges)[0]`, the same counts, without numpy's sort of every 65,536-value block.
+
+    Why: onnxruntime's percentile calibrator merges each later batch into the first batch's (near-uniform) bins with
+    `np.histogram(data, bins=edge_array)`, which sorts: 121 of the pair's 174 s of quantisation (one loaded core).
+    Here a value's bin is computed from the mean bin width, then moved to the bin whose edges hold it by the same
+    comparisons numpy makes (`edges[i] <= x < edges[i + 1]`, the last bin closed), so the counts are identical."""
+    n = len(edges) - 1
+    if n < 1 or not np.all(edges[1:] > edges[:-1]):
+        return np.histogram(a, bins=edges)[0]
+    first, last = edges[0], edges[-1]
+    scale = np.float32(n / (float(last) - float(first)))
+    a, counts = a.ravel(), np.zeros(n, np.int64)
+    for start in range(0, len(a), block):  # a block at a time: stays in cache
+        x = a[start : start + block]
+        x = x[(x >= first) & (x <= last)]  # NaN and values outside the edges are not counted
+        i = np.clip(((x - first) * scale).astype(np.intp), 0, n - 1)
+        while True:
+            low, high = x < edges[i], (x >= edges[i + 1]) & (i < n - 1)
+            if not (low.any() or high.any()):
+                break
+            i -= low
+            i += high
+        counts += np.bincount(i, minlength=n)
+    return counts
+
+
+class _NumpyEdgeHistograms:
+    """numpy as onnxruntime's calibration module sees it while `_edge_histograms` is on: `histogram` with an edge
+    array goes through `edge_histogram`; everything else is numpy's own."""
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+    @staticmethod
+    def histogram(a, bins=10, **kw):
+        if isinstance(bins, np.ndarray) and not kw:
+            return edge_histogram(a, bins), bins
+        return np.histogram(a, bins=bins, **kw)
+
+
+@contextlib.contextmanager
+def _edge_histograms():
+    """onnxruntime's calibrator with `edge_histogram` (same ranges, hence the same graph: tested) for one build."""
+    from onnxruntime.quantization import calibrate
+
+    saved, calibrate.np = calibrate.np, _NumpyEdgeHistograms()
+    try:
+        yield
+    finally:
+        calibrate.np = saved
+
+
 def quantise(fp32: Path, out: str, pixels: np.ndarray, q: Quantisation) -> None:
     """Statically quantise the float graph `fp32` into `out` with settings `q`, calibrated on `pixels`."""
     import onnx
@@ -266,7 +319,7 @@ def quantise(fp32: Path, out: str, pixels: np.ndarray, q: Quantisation) -> None:
                "entropy": CalibrationMethod.Entropy}
     pre = out + ".pre.onnx"
     try:  # onnxruntime's calibrator prints its progress: keep the user's stdout clean
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _edge_histograms():
             quant_pre_process(str(fp32), pre)  # shape inference + graph clean-up, as onnxruntime recommends
             model = onnx.load(pre)
             quantize_static(pre, out, Batches(), quant_format=QuantFormat.QDQ if q.qdq else QuantFormat.QOperator,
