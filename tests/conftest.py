@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(1)
+# every test's own cache shares one folder of built backbone graphs: each ONNX export / int8 build happens once a run
+os.environ.setdefault("SETENC_GRAPHS", tempfile.mkdtemp(prefix="setenc-graphs-"))
 
 
 def real_catalog(name: str) -> Path:

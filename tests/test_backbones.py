@@ -14,6 +14,7 @@ import setenc.photos.backbones as backbones
 from setenc.photos.backbones import OnnxBackbone, TorchBackbone, TorchSpec, create_backbone, list_backbones
 from setenc.photos.decode import ImageTransform
 from setenc.plumbing.errors import CheckpointError, SetencError
+from setenc.plumbing.paths import graphs_dir
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -243,7 +244,16 @@ def test_onnx_export_is_cached_and_atomic(lite0_pair):
     mtime = path.stat().st_mtime_ns
     assert export_onnx(efficientnet_lite("efficientnet-lite0")) == path and path.stat().st_mtime_ns == mtime
     assert path.name == f"efficientnet-lite0-{lite0_pair[0].id.split(':')[1]}-224px.onnx"
-    assert str(path).startswith(os.environ["SETENC_CACHE"]) and not list(path.parent.glob("*.tmp"))
+    assert path.parent == graphs_dir() and not list(path.parent.glob("*.tmp"))
+
+
+def test_built_graphs_go_to_setenc_graphs_else_the_cache(tmp_path, monkeypatch):
+    """`$SETENC_GRAPHS` shares built graphs between caches; without it they sit in the cache's `onnx/`."""
+    monkeypatch.setenv("SETENC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SETENC_GRAPHS", str(tmp_path / "graphs"))
+    assert graphs_dir() == tmp_path / "graphs" and graphs_dir().is_dir()
+    monkeypatch.delenv("SETENC_GRAPHS")
+    assert graphs_dir() == tmp_path / "cache" / "onnx" and graphs_dir().is_dir()
 
 
 def test_efficientnet_size_runs_the_same_weights_at_another_resolution(lite0_pair):

@@ -21,6 +21,7 @@ from setenc.plumbing.errors import SetencError
 def _isolated_cache(tmp_path, monkeypatch):
     """Graphs go to a throw-away cache; calibration is a small demo render (calibration enough here)."""
     monkeypatch.setenv("SETENC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SETENC_GRAPHS", raising=False)  # graphs of its own too: these tests build and refuse them
     monkeypatch.setattr(int8, "QUANTISATION", _small())
 
 

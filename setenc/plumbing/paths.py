@@ -1,4 +1,7 @@
-"""Where setenc keeps generated data and caches (`$SETENC_CACHE`, else `~/.cache/setenc`), and file digests."""
+"""Where setenc keeps generated data and caches (`$SETENC_CACHE`, else `~/.cache/setenc`), and file digests.
+
+Built backbone graphs (ONNX exports, int8 quantisations: the same bytes for every catalogue and user) go to
+`$SETENC_GRAPHS` when set, else the cache's `onnx/`: one shared folder builds each graph once for many caches."""
 
 import functools
 import hashlib
@@ -12,6 +15,15 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def graphs_dir() -> Path:
+    """Where built backbone graphs are kept (`$SETENC_GRAPHS`, else `<cache>/onnx`), created on demand."""
+    if os.environ.get("SETENC_GRAPHS"):
+        path = Path(os.environ["SETENC_GRAPHS"]).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return cache_dir("onnx")
 
 
 def absolute(path: str | os.PathLike) -> Path:

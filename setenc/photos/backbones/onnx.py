@@ -1,7 +1,7 @@
 """ONNX Runtime: any ONNX image encoder (`onnx`), and the fast CPU path for every torch backbone.
 
-A torch backbone is exported once into `cache_dir("onnx")`, keyed by its id (weights hash + preprocessing) and
-input size, written atomically, and checked against torch before it is kept. On a 2-core CPU EfficientNet-Lite0
+A torch backbone is exported once into `graphs_dir()` (`$SETENC_GRAPHS`, else the cache's `onnx/`), keyed by its id
+(weights hash + preprocessing) and input size, written atomically, and checked against torch before it is kept. On a 2-core CPU EfficientNet-Lite0
 runs ~5x faster this way than through torch, with the same vectors to ~1e-5.
 """
 
@@ -21,8 +21,7 @@ from torch import nn
 
 from setenc.plumbing.errors import CheckpointError, SetencError
 from setenc.photos.decode import WHITE, ImageTransform
-from setenc.plumbing.paths import cache_dir
-from setenc.plumbing.paths import file_sha256
+from setenc.plumbing.paths import file_sha256, graphs_dir
 from setenc.photos.backbones.base import Backbone, TorchSpec, short_hash
 
 POOLINGS = ("none", "token0", "token_mean", "spatial_mean")
@@ -182,7 +181,7 @@ def _check(module: nn.Module, path: str, size: int) -> None:
 def cached_graph(spec: TorchSpec, make: Callable[[str], None]) -> Path:
     """The cached ONNX file named by `spec.id` and input size; on first use `make(tmp)` writes (and checks) it into
     a temporary file that is then renamed into place, so readers see no file or a whole, checked one."""
-    path = cache_dir("onnx") / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{spec.transform.size}px.onnx"
+    path = graphs_dir() / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.id)}-{spec.transform.size}px.onnx"
     if path.is_file():
         return path
     print(f"[backbone] {spec.id}: building its ONNX graph once into {path.parent} (later runs reuse it)",
