@@ -1,7 +1,6 @@
 """Backbones: real from_pretrained / ONNX loading paths on tiny random models, checked against direct calls."""
 
 import hashlib
-import os
 import warnings
 
 import numpy as np
