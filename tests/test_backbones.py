@@ -371,7 +371,7 @@ def test_int8_twin_is_its_own_backbone(monkeypatch):
     q = int8.int8_spec(spec)
     bb = int8.int8_runtime(q)
     assert bb.name == "tiny-int8" and bb.id.startswith(f"tiny:abc:int8-{int8.QUANTISATION.tag()}-")
-    assert int8.saturating_layers(bb.path) == []
+    assert int8.saturating_layers(bb.path) == [] and bb.cpu_only and not TorchBackbone(spec).cpu_only
     imgs = _images(4)
     ref, got = TorchBackbone(spec).encode_images(imgs), bb.encode_images(imgs)
     assert _unit(got) and (ref * got).sum(1).min() > 0.9 and not torch.equal(ref, got)

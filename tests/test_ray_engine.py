@@ -67,6 +67,10 @@ def test_actor_pool_follows_the_cluster():
     assert (workers, res["num_cpus"], device) == (4, 1, "cpu")  # half the CPUs, the rest decode
     workers, res, device = engine._pool(_fake_ray(CPU=16, GPU=2))
     assert (workers, res["num_gpus"], device) == (2, 1, "cuda")  # one actor per GPU
+    workers, res, device = engine._pool(_fake_ray(CPU=16, GPU=2), cpu_only=True)
+    assert (workers, "num_gpus" in res, device) == (8, False, "cpu")  # an int8 graph: CPU actors beside the GPUs
+    with pytest.raises(SetencError, match="int8 backbone runs on CPUs only"):
+        RayEngine(BackboneFactory("efficientnet-lite0-int8"), gpus=True)._pool(_fake_ray(CPU=4, GPU=1), cpu_only=True)
     with pytest.raises(SetencError, match="leave none of the cluster's 2 CPUs"):
         RayEngine(BackboneFactory("efficientnet-lite0"), workers=2)._pool(_fake_ray(CPU=2))
     with pytest.raises(SetencError, match="no GPU"):

@@ -145,11 +145,15 @@ class RayEngine:
             ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
         return True
 
-    def _pool(self, ray) -> tuple[int, dict[str, Any], str]:
-        """(actors, their resources, their device) from what the cluster has."""
+    def _pool(self, ray, cpu_only: bool = False) -> tuple[int, dict[str, Any], str]:
+        """(actors, their resources, their device) from what the cluster has; CPU actors for a CPU-only (int8)
+        backbone, whatever GPUs the cluster has."""
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 0))
-        use_gpu = gpus > 0 if self.gpus is None else self.gpus
+        use_gpu = gpus > 0 and not cpu_only if self.gpus is None else self.gpus
+        if use_gpu and cpu_only:
+            raise SetencError("GPU actors were asked for (gpus=True) but an int8 backbone runs on CPUs only; "
+                              "use its float backbone (without -int8) on GPUs")
         if use_gpu:
             if gpus == 0:
                 raise SetencError("GPU actors were asked for (gpus=True) but the Ray cluster has no GPU")
@@ -178,7 +182,7 @@ class RayEngine:
                 ray.shutdown()
 
     def _embed(self, ray, todo, backbone, cache, batch_size, progress, report) -> None:
-        workers, resources, device = self._pool(ray)
+        workers, resources, device = self._pool(ray, backbone.cpu_only)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the driver's own bar counts photos written, not Ray's blocks
         rows = [{"i": k, "path": str(p)} for k, (_, p) in enumerate(todo)]

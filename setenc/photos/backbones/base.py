@@ -28,6 +28,7 @@ class Backbone:
     dim: int  # output dimension
     transform: ImageTransform  # picklable: PIL RGB image -> (3, S, S) float32
     runtime: str  # "torch" | "onnx"
+    cpu_only: bool = False  # int8 graphs: their kernels are the CPU's, so engines never place them on a GPU
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, dim) un-normalised features on any device."""

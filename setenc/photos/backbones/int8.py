@@ -367,4 +367,6 @@ def int8_runtime(spec: Int8Spec, device: str | torch.device = "cpu") -> OnnxBack
     """Run an int8 spec with onnxruntime on the CPU (int8 kernels are the CPU's; a GPU runs float backbones)."""
     if torch.device(device).type != "cpu":
         raise SetencError(f"{spec.name} runs on the CPU only; on a GPU use {spec.float_spec.name}")
-    return OnnxBackbone(spec.name, spec.id, quantised_onnx(spec), spec.transform, _IN, _OUT, "none", device)
+    backbone = OnnxBackbone(spec.name, spec.id, quantised_onnx(spec), spec.transform, _IN, _OUT, "none", device)
+    backbone.cpu_only = True
+    return backbone
