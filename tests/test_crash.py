@@ -86,11 +86,12 @@ def test_embed_killed_midway_resumes_and_a_second_writer_is_refused(env, catalog
     # same vectors as an uninterrupted run: compare with the backbone on the decoded photos directly
     monkeypatch.setenv("SETENC_CACHE", env["SETENC_CACHE"])  # the ONNX export the scripts made
     from setenc.photos import create_backbone
+    from setenc.training.recipe import BACKBONE
     from setenc.catalogs import load_catalog
     from setenc.photos import EmbeddingCache
     from setenc.photos import load_image
 
-    backbone = create_backbone("efficientnet-lite0")
+    backbone = create_backbone(BACKBONE)  # the recipe's, which the script embedded with
     cache = EmbeddingCache(cache_root, backbone.id, backbone.dim)
     paths = load_catalog(catalog).image_paths
     got = cache.get(cache.hashes(paths))

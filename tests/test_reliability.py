@@ -152,11 +152,12 @@ def test_embed_skips_every_bad_photo_counts_and_lists_it(embedded, messy):
 def test_odd_photos_embed_and_exif_orientation_is_respected(env, messy, embedded, monkeypatch):
     """Through the same backbone the script used: the EXIF photo's vector is the upright photo's vector."""
     from setenc.photos import create_backbone
+    from setenc.training.recipe import BACKBONE
     from setenc.photos import EmbeddingCache
 
     _, photos = messy
     monkeypatch.setenv("SETENC_CACHE", env["SETENC_CACHE"])  # the ONNX export the script made
-    backbone = create_backbone("efficientnet-lite0")
+    backbone = create_backbone(BACKBONE)  # the recipe's, which the script embedded with
     cache = EmbeddingCache(Path(env["SETENC_CACHE"]) / "embeddings", backbone.id, backbone.dim)
     hashes = cache.hashes([photos[n] for n in ODD])
     assert all(h is not None for h in hashes)

@@ -26,7 +26,7 @@ ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of know
 LARGE_SPLIT = [0.8, 0.1, 0.1]
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
 MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when products are held out (0 when groups are classes)
-BACKBONE = "efficientnet-lite0"  # products: the pair measured level on grocery / multiview R@1, far ahead on cars
+BACKBONE = "efficientnet-lite0+lite2-int8"  # products: the pair's portable int8 twin (bench_heads.md round 12)
 CLASS_BACKBONE = "efficientnet-lite0+lite2"  # groups are classes: both nets side by side (docs/bench_embed.md: cost)
 PRODUCT_LOSS = "ms"  # whole products held out: Multi-Similarity (docs/bench_heads.md round 10; InfoNCE where classes)
 CLASS_LOSS = ("infonce", {"temperature": 0.05})
@@ -80,7 +80,8 @@ def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list
         why.append(f"backbone={out.backbone}: " + (
             "groups are classes named by the photos alone, told apart best by two nets side by side "
             "(docs/training.md#backbone-and-the-fixed-choices)" if classes else
-            "products; efficientnet-lite0+lite2 is the option for fine-grained ones "
+            "products: two nets side by side tell unseen fine-grained products apart best, int8 (portable: the "
+            "same vectors on every CPU) at 1.45x Lite0's forward pass; --backbone efficientnet-lite0 is the fast one "
             "(docs/training.md#backbone-and-the-fixed-choices)"))
     if out.tta is None:
         out.tta = TTA
