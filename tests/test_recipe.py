@@ -70,15 +70,17 @@ def test_groups_that_are_classes_split_by_article():
     assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].split_by == "group"
 
 
-def test_two_backbones_only_where_groups_are_classes_and_photos_alone_name_them():
-    classes, why = recipe.choose(load_config(None, {}), synthetic(20, 100, photos=1))
-    assert classes.backbone == recipe.CLASS_BACKBONE == "efficientnet-lite0+lite2"
-    assert any(line.startswith("backbone=efficientnet-lite0+lite2") for line in why)
-    assert recipe.choose(load_config(None, {}), synthetic(60, 3))[0].backbone == recipe.BACKBONE
+def test_the_int8_pair_unless_titles_are_fused():
+    """Products and photo-named classes: the two nets' int8 twin; a learned fusion of titles keeps the backbone it
+    was measured with; options are checked against the recipe's choice."""
+    assert recipe.BACKBONE == "efficientnet-lite0+lite2-int8"
+    for catalog in (synthetic(20, 100, photos=1), synthetic(60, 3)):  # classes, products
+        cfg, why = recipe.choose(load_config(None, {}), catalog)
+        assert cfg.backbone == recipe.BACKBONE and any(line.startswith(f"backbone={recipe.BACKBONE}:") for line in why)
     fused = load_config(None, {"text": "tfidf", "fusion": "learned"})
-    assert recipe.choose(fused, synthetic(20, 100, photos=1))[0].backbone == recipe.BACKBONE
+    assert recipe.choose(fused, synthetic(20, 100, photos=1))[0].backbone == recipe.FUSION_BACKBONE == "efficientnet-lite0"
     sized, _ = recipe.choose(load_config(None, {"backbone_kwargs": {"size": 320}}), synthetic(20, 100, photos=1))
-    assert (sized.backbone, sized.backbone_kwargs) == (recipe.CLASS_BACKBONE, {"size": 320})
+    assert (sized.backbone, sized.backbone_kwargs) == (recipe.BACKBONE, {"size": 320})
     with pytest.raises(SetencError, match="no option"):  # options checked against the recipe's choice
         recipe.choose(load_config(None, {"backbone_kwargs": {"model": "x"}}), synthetic(60, 3))
 

@@ -26,8 +26,8 @@ ARTICLE_SPLIT = [0.9, 0.0, 0.1]  # groups are classes: held-out articles of know
 LARGE_SPLIT = [0.8, 0.1, 0.1]
 LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
 MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when products are held out (0 when groups are classes)
-BACKBONE = "efficientnet-lite0+lite2-int8"  # products: the pair's portable int8 twin (bench_heads.md round 12)
-CLASS_BACKBONE = "efficientnet-lite0+lite2"  # groups are classes: both nets side by side (docs/bench_embed.md: cost)
+BACKBONE = "efficientnet-lite0+lite2-int8"  # two nets side by side, portable int8 (bench_heads.md round 12)
+FUSION_BACKBONE = "efficientnet-lite0"  # a learned fusion of titles: the backbone it was measured with (titles.md)
 PRODUCT_LOSS = "ms"  # whole products held out: Multi-Similarity (docs/bench_heads.md round 10; InfoNCE where classes)
 CLASS_LOSS = ("infonce", {"temperature": 0.05})
 TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best crop measured
@@ -75,13 +75,15 @@ def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list
     out, why = dataclasses.replace(cfg), []
     classes = photo_classes(out, s)
     if out.backbone is None:
-        out.backbone = CLASS_BACKBONE if classes else BACKBONE
+        fused = out.fusion is not None
+        out.backbone = FUSION_BACKBONE if fused else BACKBONE
         BACKBONES.check_options(out.backbone, out.backbone_kwargs)
         why.append(f"backbone={out.backbone}: " + (
-            "groups are classes named by the photos alone, told apart best by two nets side by side "
-            "(docs/training.md#backbone-and-the-fixed-choices)" if classes else
-            "products: two nets side by side tell unseen fine-grained products apart best, int8 (portable: the "
-            "same vectors on every CPU) at 1.45x Lite0's forward pass; --backbone efficientnet-lite0 is the fast one "
+            "a learned fusion of titles, measured with this backbone (docs/training.md#backbone-and-the-fixed-choices)"
+            if fused else
+            ("classes named by the photos alone" if classes else "unseen fine-grained products")
+            + " are told apart best by two nets side by side, int8 (portable: the same vectors on every CPU) at "
+            "1.45x Lite0's forward pass; --backbone efficientnet-lite0 is the fastest "
             "(docs/training.md#backbone-and-the-fixed-choices)"))
     if out.tta is None:
         out.tta = TTA
