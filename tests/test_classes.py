@@ -109,8 +109,8 @@ def test_training_fits_the_block_and_the_checkpoint_carries_it(tmp_path):
     encoder = SetEncoder.from_pretrained(run / "best.pt")
     groups = {json.loads(line)["group"] for line in (tmp_path / "cat" / "catalog.jsonl").read_text().splitlines()}
     assert set(encoder.head.classes) < groups and len(encoder.head.classes) >= 2  # the training articles' groups
-    assert encoder.out_dim == 1280 + len(encoder.head.classes)
-    vecs = encoder.encode_sets([np.random.default_rng(0).standard_normal((2, 1280)).astype(np.float32)])
+    assert encoder.out_dim == encoder.dim + len(encoder.head.classes)  # the recipe's photo vectors + the block
+    vecs = encoder.encode_sets([np.random.default_rng(0).standard_normal((2, encoder.dim)).astype(np.float32)])
     assert vecs.shape == (1, encoder.out_dim) and abs(float(np.linalg.norm(vecs)) - 1) < 1e-5
     assert encoder.head.part("classes").probe.weight.abs().sum() > 0  # fitted, not the zero init
     ev = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(run / "best.pt"),

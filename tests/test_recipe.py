@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, paired_catalog, script_env
 from setenc.catalogs import Article, Catalog
+from setenc.photos.backbones import BACKBONES
 from setenc.plumbing.errors import SetencError
 from setenc.training import recipe
 from setenc.training.config import load_config
@@ -77,6 +78,9 @@ def test_the_int8_pair_unless_titles_are_fused():
     for catalog in (synthetic(20, 100, photos=1), synthetic(60, 3)):  # classes, products
         cfg, why = recipe.choose(load_config(None, {}), catalog)
         assert cfg.backbone == recipe.BACKBONE and any(line.startswith(f"backbone={recipe.BACKBONE}:") for line in why)
+    torch_only, why = recipe.choose(load_config(None, {"runtime": "torch"}), synthetic(60, 3))
+    assert torch_only.backbone == recipe.TORCH_BACKBONE == BACKBONES.get(recipe.BACKBONE)().float_spec.name
+    assert any(line.startswith("backbone=efficientnet-lite0+lite2: runtime=torch") for line in why)
     fused = load_config(None, {"text": "tfidf", "fusion": "learned"})
     assert recipe.choose(fused, synthetic(20, 100, photos=1))[0].backbone == recipe.FUSION_BACKBONE == "efficientnet-lite0"
     sized, _ = recipe.choose(load_config(None, {"backbone_kwargs": {"size": 320}}), synthetic(20, 100, photos=1))

@@ -28,6 +28,7 @@ LARGE_EPOCHS = 15  # at most, with early stopping on validation MAP@R
 MEAN_WEIGHT = 0.5  # proj's inference blend with mean pooling when products are held out (0 when groups are classes)
 BACKBONE = "efficientnet-lite0+lite2-int8"  # two nets side by side, portable int8 (bench_heads.md round 12)
 FUSION_BACKBONE = "efficientnet-lite0"  # a learned fusion of titles: the backbone it was measured with (titles.md)
+TORCH_BACKBONE = "efficientnet-lite0+lite2"  # --runtime torch: BACKBONE's float twin (int8 runs on onnxruntime only)
 PRODUCT_LOSS = "ms"  # whole products held out: Multi-Similarity (docs/bench_heads.md round 10; InfoNCE where classes)
 CLASS_LOSS = ("infonce", {"temperature": 0.05})
 TTA = "crop@0.75"  # each photo averaged with its central 75% (docs/tta.md): 2x the embedding, best crop measured
@@ -75,12 +76,13 @@ def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list
     out, why = dataclasses.replace(cfg), []
     classes = photo_classes(out, s)
     if out.backbone is None:
-        fused = out.fusion is not None
-        out.backbone = FUSION_BACKBONE if fused else BACKBONE
+        fused, torch_only = out.fusion is not None, out.runtime == "torch"
+        out.backbone = FUSION_BACKBONE if fused else TORCH_BACKBONE if torch_only else BACKBONE
         BACKBONES.check_options(out.backbone, out.backbone_kwargs)
         why.append(f"backbone={out.backbone}: " + (
             "a learned fusion of titles, measured with this backbone (docs/training.md#backbone-and-the-fixed-choices)"
-            if fused else
+            if fused else f"runtime=torch: the float twin of {BACKBONE}, whose int8 graph runs on onnxruntime only "
+            "(docs/training.md#backbone-and-the-fixed-choices)" if torch_only else
             ("classes named by the photos alone" if classes else "unseen fine-grained products")
             + " are told apart best by two nets side by side, int8 (portable: the same vectors on every CPU) at "
             "1.45x Lite0's forward pass; --backbone efficientnet-lite0 is the fastest "
