@@ -84,8 +84,8 @@ def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list
             if fused else f"runtime=torch: the float twin of {BACKBONE}, whose int8 graph runs on onnxruntime only "
             "(docs/training.md#backbone-and-the-fixed-choices)" if torch_only else
             ("classes named by the photos alone" if classes else "unseen fine-grained products")
-            + " are told apart best by two nets side by side, int8 (portable: the same vectors on every CPU) at "
-            "1.45x Lite0's forward pass; --backbone efficientnet-lite0 is the fastest "
+            + " are told apart best by two nets side by side, int8 (portable: the same vectors on every CPU) at a "
+            "little more than Lite0's cost; --backbone efficientnet-lite0 is the fastest "
             "(docs/training.md#backbone-and-the-fixed-choices)"))
     if out.tta is None:
         out.tta = TTA
