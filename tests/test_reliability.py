@@ -283,7 +283,8 @@ def test_nan_in_cached_embedding_stops_evaluate(env, tiny_catalog, tmp_path):
     from setenc.photos import EmbeddingCache
 
     cache_root = tmp_path / "cache"
-    run(env, "scripts/embed.py", "--catalog", tiny_catalog, "--out", cache_root)
+    run(env, "scripts/embed.py", "--catalog", tiny_catalog, "--out", cache_root,
+        "--backbone", "efficientnet-lite0", "--tta", "none")  # what evaluate.py reads without a checkpoint
     (cache_dir,) = [p for p in cache_root.iterdir() if p.is_dir()]
     for shard in (cache_dir / "shards").glob("*.bin"):
         shard.write_bytes(np.full(shard.stat().st_size // 4, np.nan, np.float32).tobytes())

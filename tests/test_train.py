@@ -62,8 +62,8 @@ def test_embedded_default_runs_with_no_arguments(tmp_path):
     train(env, cwd=tmp_path)
     ckpt = tmp_path / "checkpoints" / "demo-proj-s0" / "best.pt"
     code = ("import sys, numpy as np; from setenc import SetEncoder; "
-            f"v = SetEncoder.from_pretrained({str(ckpt)!r}).encode_sets([np.eye(2, 1280, dtype=np.float32)]); "
-            "assert v.shape == (1, 1280) and 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
+            f"e = SetEncoder.from_pretrained({str(ckpt)!r}); v = e.encode_sets([np.eye(2, e.dim, dtype=np.float32)]); "
+            "assert v.shape == (1, e.out_dim) and 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
 
 
