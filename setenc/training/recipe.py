@@ -76,17 +76,18 @@ def choose_photos(cfg: TrainConfig, catalog: Catalog) -> tuple[TrainConfig, list
     out, why = dataclasses.replace(cfg), []
     classes = photo_classes(out, s)
     if out.backbone is None:
-        fused, torch_only = out.fusion is not None, out.runtime == "torch"
-        out.backbone = FUSION_BACKBONE if fused else TORCH_BACKBONE if torch_only else BACKBONE
+        if out.fusion is not None:
+            out.backbone, reason = FUSION_BACKBONE, "a learned fusion of titles, measured with this backbone"
+        elif out.runtime == "torch":
+            out.backbone = TORCH_BACKBONE
+            reason = f"runtime=torch: the float twin of {BACKBONE}, whose int8 graph runs on onnxruntime only"
+        else:
+            out.backbone = BACKBONE
+            reason = (("classes named by the photos alone" if classes else "unseen fine-grained products")
+                      + " are told apart best by two nets side by side, int8 (portable: the same vectors on every "
+                      "CPU) at a little more than Lite0's cost; --backbone efficientnet-lite0 is the fastest")
         BACKBONES.check_options(out.backbone, out.backbone_kwargs)
-        why.append(f"backbone={out.backbone}: " + (
-            "a learned fusion of titles, measured with this backbone (docs/training.md#backbone-and-the-fixed-choices)"
-            if fused else f"runtime=torch: the float twin of {BACKBONE}, whose int8 graph runs on onnxruntime only "
-            "(docs/training.md#backbone-and-the-fixed-choices)" if torch_only else
-            ("classes named by the photos alone" if classes else "unseen fine-grained products")
-            + " are told apart best by two nets side by side, int8 (portable: the same vectors on every CPU) at a "
-            "little more than Lite0's cost; --backbone efficientnet-lite0 is the fastest "
-            "(docs/training.md#backbone-and-the-fixed-choices)"))
+        why.append(f"backbone={out.backbone}: {reason} (docs/training.md#backbone-and-the-fixed-choices)")
     if out.tta is None:
         out.tta = TTA
         why.append(f"tta={TTA}: each photo averaged with its central 75% crop, two backbone passes a photo "

@@ -1,8 +1,8 @@
 """ONNX Runtime: any ONNX image encoder (`onnx`), and the fast CPU path for every torch backbone.
 
 A torch backbone is exported once into `graphs_dir()` (`$SETENC_GRAPHS`, else the cache's `onnx/`), keyed by its id
-(weights hash + preprocessing) and input size, written atomically, and checked against torch before it is kept. On a 2-core CPU EfficientNet-Lite0
-runs ~5x faster this way than through torch, with the same vectors to ~1e-5.
+(weights hash + preprocessing) and input size, written atomically, and checked against torch before it is kept. On a
+2-core CPU EfficientNet-Lite0 runs ~5x faster this way than through torch, with the same vectors to ~1e-5.
 """
 
 from __future__ import annotations
